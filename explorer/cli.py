@@ -1,0 +1,131 @@
+"""`python -m explorer`: thin subcommands over the same functions the app calls."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import ExplorerError
+from .family import Family, load_family
+from .subspaces import DEFAULT_ENERGIES
+
+MSO_PAIRS = (("useful", "harmful"), ("useful", "alignment"), ("harmful", "alignment"), ("contaminated", "alignment"))
+DEFAULT_FRACS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _write_csv(frame, out: str, columns: list[str]) -> None:
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame[columns].to_csv(path, index=False)
+    print(f"wrote {len(frame)} rows to {path}", file=sys.stderr)
+
+
+def family_pairs(family: Family) -> list[tuple[str, str]]:
+    """The paper's pairs that exist in this family; every task update against alignment otherwise."""
+    pairs = [(a, b) for a, b in MSO_PAIRS if {a, b} <= set(family.updates)]
+    return pairs or [(name, "alignment") for name in family.finetuned]
+
+
+def cmd_spectra(args: argparse.Namespace) -> None:
+    from .spectra import spectra
+
+    _write_csv(spectra(load_family(args.family), args.update), args.out,
+               ["tensor", "layer", "module", "index", "singular_value"])
+
+
+def cmd_mso(args: argparse.Namespace) -> None:
+    from .mso import COLUMNS, pair_table
+
+    table = pair_table(load_family(args.family), args.a, args.b, args.energy, args.granularity)
+    _write_csv(table, args.out, COLUMNS)
+
+
+def cmd_project(args: argparse.Namespace) -> None:
+    from .projection import check_point, projection_stats
+
+    check_point(args.method, args.subspace, args.frac)
+    family = load_family(args.family)
+    stats = projection_stats(family, args.variant, args.seed)
+    point = {"variant": args.variant, "method": args.method, "subspace": args.subspace, "frac": args.frac,
+             "seed": args.seed, **stats.point(args.method, args.subspace, args.frac)}
+    if args.json:
+        point["removed_by_layer"] = stats.removed_by_layer(args.method, args.subspace, args.frac).to_dict("records")
+        print(json.dumps(point))
+    else:
+        print("\n".join(f"{key:>22}: {value}" for key, value in point.items()))
+
+
+def cmd_sweep(args: argparse.Namespace) -> None:
+    from .mso import update_mso
+    from .progress import track
+    from .projection import projection_stats
+    from .spectra import spectra
+
+    family = load_family(args.family)
+    steps = [("spectra", u) for u in family.updates] + [("projection", v) for v in family.finetuned] + [("mso", None)]
+    for kind, name in track(steps, f"sweep of {family.name}"):
+        if kind == "spectra":
+            spectra(family, name)
+        elif kind == "projection":
+            projection_stats(family, name, args.seed, keep_bases=args.keep_bases)
+        else:
+            update_mso(family, family_pairs(family), args.energy)
+    print(f"cache filled for {family.name}: spectra of {len(family.updates)} updates, projection of "
+          f"{len(family.finetuned)} variants, MSO of {len(family_pairs(family))} pairs", file=sys.stderr)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m explorer", description="Safety-subspace analyses of a checkpoint family.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("spectra", help="singular values of every tensor of an update")
+    p.add_argument("family")
+    p.add_argument("--update", required=True, help="alignment or a fine-tuned member")
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=cmd_spectra)
+
+    p = sub.add_parser("mso", help="mode subspace overlap between two updates")
+    p.add_argument("family")
+    p.add_argument("--a", required=True)
+    p.add_argument("--b", required=True)
+    p.add_argument("--energy", type=float, nargs="+", default=list(DEFAULT_ENERGIES))
+    p.add_argument("--granularity", choices=["tensor", "layer"], default="tensor")
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=cmd_mso)
+
+    p = sub.add_parser("project", help="metrics of one projection point")
+    p.add_argument("family")
+    p.add_argument("--variant", required=True)
+    p.add_argument("--method", required=True, choices=["same", "orth", "opp"])
+    p.add_argument("--subspace", required=True, choices=["alignment", "random", "random-k"])
+    p.add_argument("--frac", required=True, type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_project)
+
+    p = sub.add_parser("sweep", help="fill the cache: spectra, projection energies and MSO of a family")
+    p.add_argument("family")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--energy", type=float, nargs="+", default=list(DEFAULT_ENERGIES))
+    p.add_argument("--keep-bases", action="store_true", help="also store SVD bases for in-place projection")
+    p.set_defaults(run=cmd_sweep)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except ExplorerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0

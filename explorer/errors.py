@@ -1,0 +1,29 @@
+"""Exceptions the engine raises for bad input; pages show them with st.error, the CLI as one line."""
+
+
+class ExplorerError(Exception):
+    """Base class: a problem with the user's input or environment, with a message that says what to do."""
+
+
+class FamilyError(ExplorerError):
+    """The family file is missing, malformed, or names members that do not fit together."""
+
+
+class CheckpointError(ExplorerError):
+    """A checkpoint cannot be found, read or trusted."""
+
+
+class NonFiniteError(CheckpointError):
+    """A tensor holds NaN or Inf values."""
+
+
+class ParameterError(ExplorerError):
+    """An analysis parameter is out of range or unknown."""
+
+
+class PromptSetError(ExplorerError):
+    """A prompt set is empty, malformed or unreadable."""
+
+
+class CacheMissError(ExplorerError):
+    """Precomputed results the caller asked for are not in the cache."""
