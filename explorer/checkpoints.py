@@ -234,6 +234,8 @@ class LoraStore(TensorStore):
         parent_names = set(parent.names())
         for key, value in weights.items():
             key = key.removeprefix("base_model.model.")
+            if ".base_layer." in key:
+                continue  # a copy of the parent's own weight, saved with embedding adapters
             match = re.match(r"(.+)\.lora_(A|B|embedding_A|embedding_B)(\.default)?(\.weight)?$", key)
             if match:
                 target = match.group(1) + ".weight"
@@ -301,19 +303,28 @@ def _folder_store(folder: Path, label: str) -> TensorStore:
     raise CheckpointError(f"{label}: {folder} holds no *.safetensors or pytorch_model*.bin weights")
 
 
+def load_gguf(path: Path, label: str = "gguf"):
+    """A GGUF file as a plain float32 model (serialisable, unlike transformers' GGUF-loaded one) and tokenizer."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as exc:  # gguf and transformers raise many types for unreadable files
+        raise CheckpointError(f"{label}: cannot read GGUF file {path} ({exc})") from None
+    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    return model.eval(), tokenizer
+
+
 def _gguf_folder(path: Path, label: str) -> Path:
     """De-quantise a GGUF file once into a safetensors folder keyed by the file's content."""
     key = _hash_files([path])
     target = settings().models_dir / f"gguf-{path.stem}-{key}"
     if (target / "config.json").exists():
         return target
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
-        tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    except Exception as exc:
-        raise CheckpointError(f"{label}: cannot read GGUF file {path} ({exc})") from None
+    model, tokenizer = load_gguf(path, label)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     model.save_pretrained(tmp)

