@@ -312,7 +312,10 @@ def load_gguf(path: Path, label: str = "gguf"):
         tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     except Exception as exc:  # gguf and transformers raise many types for unreadable files
         raise CheckpointError(f"{label}: cannot read GGUF file {path} ({exc})") from None
-    model = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights are de-quantised now; keeping it marks them unsaveable
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(loaded.state_dict())
     model.generation_config = loaded.generation_config
     return model.eval(), tokenizer
@@ -329,6 +332,7 @@ def _gguf_folder(path: Path, label: str) -> Path:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    os.chmod(tmp, 0o755)
     os.replace(tmp, target) if not target.exists() else shutil.rmtree(tmp)
     return target
 

@@ -11,10 +11,6 @@ from .errors import ExplorerError
 from .family import Family, load_family
 from .subspaces import DEFAULT_ENERGIES
 
-MSO_PAIRS = (("useful", "harmful"), ("useful", "alignment"), ("harmful", "alignment"), ("contaminated", "alignment"))
-DEFAULT_FRACS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
-
-
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
         self.exit(2, f"{self.prog}: error: {message}\n")
@@ -25,12 +21,6 @@ def _write_csv(frame, out: str, columns: list[str]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     frame[columns].to_csv(path, index=False)
     print(f"wrote {len(frame)} rows to {path}", file=sys.stderr)
-
-
-def family_pairs(family: Family) -> list[tuple[str, str]]:
-    """The paper's pairs that exist in this family; every task update against alignment otherwise."""
-    pairs = [(a, b) for a, b in MSO_PAIRS if {a, b} <= set(family.updates)]
-    return pairs or [(name, "alignment") for name in family.finetuned]
 
 
 def cmd_spectra(args: argparse.Namespace) -> None:
@@ -55,6 +45,12 @@ def cmd_project(args: argparse.Namespace) -> None:
     stats = projection_stats(family, args.variant, args.seed)
     point = {"variant": args.variant, "method": args.method, "subspace": args.subspace, "frac": args.frac,
              "seed": args.seed, **stats.point(args.method, args.subspace, args.frac)}
+    if args.evaluate:
+        from .scores import PointScorer
+
+        scored = PointScorer(family).score(args.variant, args.method, args.subspace, args.frac, args.seed,
+                                           args.evaluate)
+        point.update({k: v for k, v in scored.items() if k not in point and k != "settings"})
     if args.json:
         point["removed_by_layer"] = stats.removed_by_layer(args.method, args.subspace, args.frac).to_dict("records")
         print(json.dumps(point))
@@ -64,6 +60,7 @@ def cmd_project(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from .mso import update_mso
+    from .precompute import family_pairs
     from .progress import track
     from .projection import projection_stats
     from .spectra import spectra
@@ -88,6 +85,24 @@ def cmd_demo_build(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     family = build_demo(Path(args.family or DEMO_FAMILY), config=config)
     print(f"demo family {family.name!r} ready in {time.perf_counter() - start:.0f} s: {family.path}", file=sys.stderr)
+
+
+def cmd_precompute(args: argparse.Namespace) -> None:
+    from .precompute import precompute
+
+    folder = precompute(args.family, args.profile, args.seed, activations=not args.no_activations)
+    print(f"precomputed results written to {folder}", file=sys.stderr)
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import headline
+
+    report = headline(args.family)
+    if args.json:
+        print(json.dumps(report, default=float))
+    else:
+        for member, scores in report["models"].items():
+            print(f"{member:>14}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subspace", required=True, choices=["alignment", "random", "random-k"])
     p.add_argument("--frac", required=True, type=float)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--evaluate", choices=["quick", "full"],
+                   help="also project the weights in place and score the model with this profile")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_project)
 
@@ -125,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--energy", type=float, nargs="+", default=list(DEFAULT_ENERGIES))
     p.add_argument("--keep-bases", action="store_true", help="also store SVD bases for in-place projection")
     p.set_defaults(run=cmd_sweep)
+
+    p = sub.add_parser("precompute", help="compute everything the app shows into cache/families/NAME")
+    p.add_argument("family")
+    p.add_argument("--profile", choices=["quick", "full"], default="full")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-activations", action="store_true", help="weight space only")
+    p.set_defaults(run=cmd_precompute)
+
+    p = sub.add_parser("report", help="the precomputed headline of a family, without recomputing")
+    p.add_argument("family")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_report)
 
     demo = sub.add_parser("demo", help="the offline demo family").add_subparsers(dest="action", required=True,
                                                                                 parser_class=_Parser)

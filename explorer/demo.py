@@ -61,6 +61,7 @@ def _publish(model, tokenizer, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
+    os.chmod(tmp, 0o755)
     os.replace(tmp, target)
 
 

@@ -74,7 +74,8 @@ def with_member(family: Family, member: str, spec: str) -> Family:
     return Family(family.name, {**family.sources, member: source}, family.path, dict(family._stores))
 
 
-def load_family(path: str | Path) -> Family:
+def read_family_spec(path: str | Path) -> dict:
+    """The family file's contents, checked for structure only: no checkpoint is looked at."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise FamilyError(f"family file not found: {path}")
@@ -82,20 +83,26 @@ def load_family(path: str | Path) -> Family:
         spec = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise FamilyError(f"{path} is not valid TOML: {exc}") from None
-    return family_from_dict(spec, path)
+    missing = [key for key in ("name", BASE, ALIGNED, "finetuned") if key not in spec]
+    if missing:
+        raise FamilyError(f"{path}: missing key(s) {', '.join(missing)}")
+    finetuned = spec["finetuned"]
+    if not isinstance(finetuned, dict) or not finetuned:
+        raise FamilyError(f"{path}: [finetuned] must be a table with at least one member")
+    clash = {BASE, ALIGNED, ALIGNMENT} & set(finetuned)
+    if clash:
+        raise FamilyError(f"{path}: fine-tuned members cannot be named {', '.join(sorted(clash))}")
+    return spec
+
+
+def load_family(path: str | Path) -> Family:
+    path = Path(path).expanduser()
+    return family_from_dict(read_family_spec(path), path)
 
 
 def family_from_dict(spec: dict, path: Path | None = None) -> Family:
     where = path or "family"
-    missing = [key for key in ("name", BASE, ALIGNED, "finetuned") if key not in spec]
-    if missing:
-        raise FamilyError(f"{where}: missing key(s) {', '.join(missing)}")
     finetuned = spec["finetuned"]
-    if not isinstance(finetuned, dict) or not finetuned:
-        raise FamilyError(f"{where}: [finetuned] must be a table with at least one member")
-    clash = {BASE, ALIGNED, ALIGNMENT} & set(finetuned)
-    if clash:
-        raise FamilyError(f"{where}: fine-tuned members cannot be named {', '.join(sorted(clash))}")
     root = path.parent if path else Path.cwd()
     raw = {BASE: spec[BASE], ALIGNED: spec[ALIGNED], **finetuned}
     sources = {}

@@ -51,6 +51,6 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        losses.append(float(loss))
+        losses.append(loss.item())
     model.eval()
     return losses

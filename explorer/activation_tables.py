@@ -1,0 +1,54 @@
+"""Every activation-space result of a family as tidy tables (for the bundle, the report and the app)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .activation_mso import activation_mso
+from .activations import DEFAULT_COUNT, DEFAULT_SETS, extract, prompt_sets
+from .embeddings import embed
+from .family import Family
+from .probes import probe_accuracy
+from .progress import Callback, track
+from .refusal import alignment_cosines, refusal_directions, writer_bases
+
+SET_PAIRS = (("useful", "harmful"), ("useful", "benign"), ("harmful", "benign"))
+
+
+def umap_layer_choice(n_states: int, every: int = 2) -> list[int]:
+    """Every other hidden state, and always the last one."""
+    return sorted(set(range(0, n_states, every)) | {n_states - 1})
+
+
+def activation_tables(family: Family, sets: tuple[str, ...] = DEFAULT_SETS, count: int = DEFAULT_COUNT,
+                      umap_layers: list[int] | None = None, callback: Callback | None = None) -> dict[str, pd.DataFrame]:
+    prompts = prompt_sets(sets, count)
+    bases = writer_bases(family)
+    pairs = [p for p in SET_PAIRS if set(p) <= set(prompts)]
+    tables: dict[str, list[pd.DataFrame]] = {k: [] for k in
+                                             ("activation_mso", "refusal_direction", "refusal_alignment", "probe",
+                                              "embeddings")}
+    for member in track(family.members, "activation analyses", callback=callback):
+        states = extract(family, member, prompts, callback=callback)
+        n_states = next(iter(states.values())).shape[1]
+        for a, b in pairs:
+            tables["activation_mso"].append(activation_mso(states[a], states[b]).assign(member=member, a=a, b=b))
+        if {"harmful", "benign"} <= set(states):
+            directions = refusal_directions(states["harmful"], states["benign"])
+            cosines = alignment_cosines(directions, bases).assign(member=member)
+            best = cosines.groupby("layer", as_index=False)["share_topk"].max() \
+                .rename(columns={"share_topk": "cosine_with_alignment_update"})
+            merged = directions.drop(columns="direction").merge(best, on="layer", how="left")
+            tables["refusal_direction"].append(merged.assign(member=member))
+            tables["refusal_alignment"].append(cosines)
+        tables["probe"].append(probe_accuracy(states).assign(member=member))
+        layers = umap_layers if umap_layers is not None else umap_layer_choice(n_states)
+        for layer in range(n_states):
+            at_layer = {name: array[:, layer] for name, array in states.items()}
+            methods = ("pca", "umap") if layer in layers else ("pca",)
+            for method in methods:
+                tables["embeddings"].append(embed(at_layer, method).assign(member=member, layer=layer, method=method))
+    out = {k: pd.concat(v, ignore_index=True) for k, v in tables.items() if v}
+    out["embeddings"][["x", "y"]] = out["embeddings"][["x", "y"]].astype("float32")
+    out["prompts"] = pd.DataFrame([{"set": name, "index": i, "text": text}
+                                   for name, texts in prompts.items() for i, text in enumerate(texts)])
+    return out
