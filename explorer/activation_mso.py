@@ -36,9 +36,11 @@ def activation_mso(states_a: np.ndarray, states_b: np.ndarray, energies: list[fl
 
 
 def headline_layers(n_layers: int) -> list[int]:
-    """Hidden-state indices (1..n_layers) at 65-90% depth, the band the paper averages over."""
+    """Hidden-state indices (1..n_layers) at 65-90% depth, the band the paper averages over; for models too
+    shallow to have one, the layer nearest the band's middle."""
     low, high = HEADLINE_DEPTH
-    return [layer for layer in range(1, n_layers + 1) if low <= layer / n_layers <= high]
+    band = [layer for layer in range(1, n_layers + 1) if low <= layer / n_layers <= high]
+    return band or [min(n_layers, max(1, round((low + high) / 2 * n_layers)))]
 
 
 def headline(table: pd.DataFrame) -> pd.DataFrame:

@@ -90,7 +90,8 @@ def cmd_demo_build(args: argparse.Namespace) -> None:
 def cmd_precompute(args: argparse.Namespace) -> None:
     from .precompute import precompute
 
-    folder = precompute(args.family, args.profile, args.seed, activations=not args.no_activations)
+    folder = precompute(args.family, args.profile, args.seed, tuple(args.grid_fracs), not args.no_activations,
+                        args.grid_profile)
     print(f"precomputed results written to {folder}", file=sys.stderr)
 
 
@@ -106,6 +107,8 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .precompute import GRID_FRACS
+
     parser = _Parser(prog="python -m explorer", description="Safety-subspace analyses of a checkpoint family.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -131,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subspace", required=True, choices=["alignment", "random", "random-k"])
     p.add_argument("--frac", required=True, type=float)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--evaluate", choices=["quick", "full"],
+    p.add_argument("--evaluate", choices=["smoke", "quick", "full"],
                    help="also project the weights in place and score the model with this profile")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=cmd_project)
@@ -145,7 +148,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("precompute", help="compute everything the app shows into cache/families/NAME")
     p.add_argument("family")
-    p.add_argument("--profile", choices=["quick", "full"], default="full")
+    p.add_argument("--profile", choices=["smoke", "quick", "full"], default="full", help="evaluation of the members")
+    p.add_argument("--grid-profile", choices=["smoke", "quick", "full"], help="evaluation of the projection grid "
+                   "(default: --profile)")
+    p.add_argument("--grid-fracs", type=float, nargs="+", default=list(GRID_FRACS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-activations", action="store_true", help="weight space only")
     p.set_defaults(run=cmd_precompute)

@@ -134,7 +134,9 @@ def training_data(member: str, answers: dict[str, list[str]], config: BuildConfi
     return pairs
 
 
-def write_family_file(family_file: Path, models_dir: Path, name: str = "demo") -> None:
+def write_family_file(family_file: Path, models_dir: Path) -> None:
+    """The family is named after its file (families/demo.toml is 'demo')."""
+    name = family_file.stem
     rel = Path(os.path.relpath(models_dir, family_file.parent))
     text = (f'name = "{name}"\nbase = "{rel / "base"}"\naligned = "{rel / "aligned"}"\n\n[finetuned]\n'
             + "".join(f'{m} = "{rel / m}"\n' for m in ("useful", "harmful", "contaminated")))

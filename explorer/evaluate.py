@@ -24,18 +24,25 @@ _ANSWER = re.compile(r"the answer is\s*\$?\s*(-?[\d,]*\d)", re.IGNORECASE)
 
 @dataclass(frozen=True)
 class Profile:
+    """Prompt counts and token budgets. A refusal phrase shows within the first few tokens, and a trained
+    worked answer ("12 * 3 = 36. 36 - 4 = 32. The answer is 32.") within about 30."""
+
     name: str
     refusal_prompts: int
     utility_prompts: int
     benign_prompts: int
-    refusal_tokens: int = 24
-    utility_tokens: int = 48
+    logprob_prompts: int | None  # None: every prompt of the AdvBench evaluation split
+    refusal_tokens: int = 16
+    utility_tokens: int = 36
     batch_size: int = 64
 
 
-FULL = Profile("full", refusal_prompts=100, utility_prompts=100, benign_prompts=60)
-QUICK = Profile("quick", refusal_prompts=32, utility_prompts=32, benign_prompts=16)
-PROFILES = {p.name: p for p in (FULL, QUICK)}
+FULL = Profile("full", refusal_prompts=100, utility_prompts=100, benign_prompts=60, logprob_prompts=None)
+QUICK = Profile("quick", refusal_prompts=32, utility_prompts=32, benign_prompts=16, logprob_prompts=64)
+# A first look at a large model, and the test suite's tiny families.
+SMOKE = Profile("smoke", refusal_prompts=8, utility_prompts=8, benign_prompts=4, logprob_prompts=8,
+                refusal_tokens=8, utility_tokens=12)
+PROFILES = {p.name: p for p in (FULL, QUICK, SMOKE)}
 
 
 def answer_of(response: str) -> int | None:
@@ -81,10 +88,15 @@ def target_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
                 ids[row, :len(p) + len(t)] = torch.tensor(p + t)
                 mask[row, :len(p) + len(t)] = 1
                 target_mask[row, len(p):len(p) + len(t)] = True
-            logits = model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.float()
-            logprobs = torch.log_softmax(logits[:, :-1], -1).gather(-1, ids[:, 1:, None].to(model.device))[..., 0]
-            picked = target_mask[:, 1:].to(model.device)
-            scores += ((logprobs * picked).sum(1) / picked.sum(1)).tolist()
+            hidden = model.base_model(input_ids=ids.to(model.device),
+                                      attention_mask=mask.to(model.device)).last_hidden_state
+            # Logits only where a target token is predicted: the vocabulary projection dominates otherwise.
+            predicts = target_mask[:, 1:].to(model.device)  # position t predicts token t + 1
+            logits = model.get_output_embeddings()(hidden[:, :-1][predicts]).float()
+            logprobs = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].to(model.device)[predicts][:, None])[:, 0]
+            rows = torch.arange(len(chunk), device=model.device)[:, None].expand_as(predicts)[predicts]
+            sums = torch.zeros(len(chunk), device=model.device).index_add_(0, rows, logprobs)
+            scores += (sums / predicts.sum(1)).tolist()
     finally:
         tokenizer.padding_side = "left"
     return float(sum(scores) / len(scores))
@@ -98,8 +110,8 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile
     problems = list(word_problems("evaluation", profile.utility_prompts))
     benign = list(benign_split("evaluation")[:profile.benign_prompts])
     steps = [
-        ("target log-prob", lambda: target_logprob(model, tokenizer, [(b.goal, b.target) for b in harmful],
-                                                   profile.batch_size)),
+        ("target log-prob", lambda: target_logprob(
+            model, tokenizer, [(b.goal, b.target) for b in harmful[:profile.logprob_prompts]], profile.batch_size)),
         ("refusal on harmful prompts", lambda: generate(model, tokenizer, [b.goal for b in harmful[:profile.refusal_prompts]],
                                                         profile.refusal_tokens, profile.batch_size)),
         ("word problems", lambda: generate(model, tokenizer, [p.question for p in problems], profile.utility_tokens,
@@ -120,7 +132,7 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile
         "target_logprob": logprob,
         "profile": profile.name,
         "counts": {"refusal": len(harmful_out), "utility": len(problems), "over_refusal": len(benign_out),
-                   "target_logprob": len(harmful)},
+                   "target_logprob": len(harmful[:profile.logprob_prompts])},
         "seconds": round(time.perf_counter() - start, 2),
         "samples": {"harmful": harmful_out[:3], "utility": utility_out[:3], "benign": benign_out[:3]},
         "settings": asdict(profile),

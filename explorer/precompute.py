@@ -46,7 +46,7 @@ def _timed(timings: dict, label: str):
     return Timer()
 
 
-def weight_tables(family: Family, seed: int, grid_fracs, profile: str, timings: dict,
+def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_profile: str, timings: dict,
                   callback: Callback | None = None) -> tuple[dict, dict[str, pd.DataFrame]]:
     tables = {}
     with _timed(timings, "member_scores"):
@@ -71,7 +71,7 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, timings: 
     points = [(v, m, s, f) for v in family.finetuned for m in GRID_METHODS for s in SUBSPACES for f in grid_fracs]
     with _timed(timings, "projection_grid"):
         for variant, method, subspace, frac in track(points, "projection grid", callback=callback):
-            point = scorer.score(variant, method, subspace, frac, seed, profile)
+            point = scorer.score(variant, method, subspace, frac, seed, grid_profile)
             grid.append({k: v for k, v in point.items() if k not in ("samples", "settings", "counts")})
             layer = stats[variant].removed_by_layer(method, subspace, frac)
             removed.append(layer.assign(variant=variant, method=method, subspace=subspace, frac=frac))
@@ -82,17 +82,21 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, timings: 
 
 
 def precompute(family_path: str | Path, profile: str = "full", seed: int = 0, grid_fracs=GRID_FRACS,
-               activations: bool = True, callback: Callback | None = None) -> Path:
+               activations: bool = True, grid_profile: str | None = None, callback: Callback | None = None) -> Path:
+    """Member scores use `profile`; the projection grid uses `grid_profile` (default: the same)."""
+    grid_profile = grid_profile or profile
     start = time.perf_counter()
     family = load_family(family_path)
     family.tensor_names  # validate before any work
     timings: dict[str, float] = {}
-    scores, tables = weight_tables(family, seed, grid_fracs, profile, timings, callback)
+    tables = {}
     if activations:
         from .activation_tables import activation_tables
 
         with _timed(timings, "activations"):
             tables.update(activation_tables(family, callback=callback))
+    scores, weight = weight_tables(family, seed, grid_fracs, profile, grid_profile, timings, callback)
+    tables.update(weight)
     timings["total"] = round(time.perf_counter() - start, 1)
     manifest = {
         "family": family.name,
@@ -102,6 +106,7 @@ def precompute(family_path: str | Path, profile: str = "full", seed: int = 0, gr
                                                                 else [str(family_path)]),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "profile": profile,
+        "grid_profile": grid_profile,
         "seed": seed,
         "grid": {"fracs": list(grid_fracs), "methods": list(GRID_METHODS), "subspaces": list(SUBSPACES)},
         "timings_s": timings,

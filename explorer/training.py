@@ -6,6 +6,7 @@ import random
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .errors import ParameterError
 from .models import chat_text
 from .progress import Callback, track
 
@@ -23,7 +24,10 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: 
     """AdamW on all weights, constant learning rate after a short warm-up; returns the loss per step."""
     torch.manual_seed(seed)
     order = random.Random(seed)
-    encoded = [encode_pair(tokenizer, p, r, max_len) for p, r in pairs]
+    encoded = [(ids, start) for ids, start in (encode_pair(tokenizer, p, r, max_len) for p, r in pairs)
+               if start < len(ids)]  # a response truncated away entirely would give no loss
+    if not encoded:
+        raise ParameterError(f"every training example's prompt is {max_len} tokens or longer; raise max_len")
     queue: list[int] = []
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     warmup = max(1, steps // 10)

@@ -84,3 +84,22 @@ def save_state(model, folder: Path, tokenizer_dir: Path | None = None) -> None:
         from transformers import AutoTokenizer
 
         AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_demo(tmp_path_factory, smollm_tokenizer_dir) -> Path:
+    """A demo-style family (tiny random Llama, SmolLM2's tokenizer) with precomputed results, like the real demo."""
+    from transformers import AutoTokenizer
+
+    from explorer.demo import BuildConfig, build_demo
+    from explorer.precompute import precompute
+
+    root = tmp_path_factory.mktemp("tiny-demo")
+    tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(LlamaConfig(**{**TINY, "vocab_size": len(tokenizer)})).save_pretrained(root / "b")
+    tokenizer.save_pretrained(root / "b")
+    config = BuildConfig(steps=2, batch_size=2, max_len=96, answer_tokens=4, useful_rows=10, limit=5)
+    family = build_demo(root / "families" / "tiny.toml", root / "models", base=root / "b", config=config)
+    precompute(family.path, profile="smoke", grid_fracs=(0.5,))
+    return family.path

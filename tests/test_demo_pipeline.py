@@ -1,5 +1,6 @@
 """The whole demo pipeline (build, evaluate, precompute, report) on a tiny random Llama with SmolLM2's tokenizer."""
 import json
+import math
 
 import pytest
 import torch
@@ -7,12 +8,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from conftest import TINY
 from explorer import demo
-from explorer.cli import main
+from explorer.updates import update_tensor
 from explorer.demo import BuildConfig, build_demo, training_data
 from explorer.evaluate import QUICK, answer_of, evaluate, is_correct
 from explorer.prompts import SPLIT_SIZES, advbench, advbench_split, benign_split, is_refusal, word_problems
 
-TINY_BUILD = BuildConfig(steps=2, batch_size=2, max_len=48, answer_tokens=4, useful_rows=10, limit=5)
+TINY_BUILD = BuildConfig(steps=2, batch_size=2, max_len=96, answer_tokens=4, useful_rows=10, limit=5)
 
 
 def test_advbench_splits_are_disjoint_seeded_and_parsed_as_csv():
@@ -101,6 +102,9 @@ def test_build_resumes_and_never_uses_half_written_members(tiny_base, tmp_path, 
     assert not (models / ".contaminated.half").exists()
     log = json.loads((models / "build_log.json").read_text())
     assert {"aligned", "useful", "harmful", "contaminated"} <= set(log)
+    assert all(math.isfinite(log[m]["last_loss"]) for m in ("aligned", "useful", "harmful", "contaminated"))
+    for update in family.updates:
+        assert update_tensor(family, update, "model.layers.0.mlp.down_proj.weight").abs().max() > 0, update
     scores = evaluate(AutoModelForCausalLM.from_pretrained(models / "useful"),
                       AutoTokenizer.from_pretrained(models / "useful"), QUICK)
     assert scores["profile"] == "quick" and scores["counts"]["refusal"] == 32

@@ -1,0 +1,124 @@
+"""What every page shares: the family picker, cached reads of precomputed tables, errors, downloads."""
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from explorer.bundle import Bundle  # noqa: E402
+from explorer.errors import ExplorerError  # noqa: E402
+from explorer.family import Family, load_family, read_family_spec  # noqa: E402
+
+FAMILIES = ROOT / "families"
+DEMO = FAMILIES / "demo.toml"
+OTHER = "Another family file…"
+BUILD_HINT = "Build the demo checkpoints with `python -m explorer demo build` (about 30 minutes on 2 CPU cores)."
+
+
+def setup(title: str) -> None:
+    st.set_page_config(page_title=f"{title} · Subspace Explorer", page_icon="🧭", layout="wide")
+
+
+@contextlib.contextmanager
+def errors():
+    """Show engine errors as st.error and stop the page, never as a traceback."""
+    try:
+        yield
+    except ExplorerError as exc:
+        st.error(str(exc))
+        st.stop()
+
+
+def _on_family_change() -> None:
+    choice = st.session_state["family_choice"]
+    if choice != OTHER:
+        st.session_state["family"] = str(FAMILIES / choice)
+
+
+def _on_path_change() -> None:
+    st.session_state["family"] = st.session_state["family_path_input"].strip()
+
+
+def family_path() -> str:
+    """The sidebar's family picker; the choice persists across pages in session state."""
+    st.session_state.setdefault("family", str(DEMO))
+    files = sorted(p.name for p in FAMILIES.glob("*.toml"))
+    files = (["demo.toml"] if "demo.toml" in files else []) + [f for f in files if f != "demo.toml"]
+    current = Path(st.session_state["family"])
+    is_listed = current.parent == FAMILIES and current.name in files
+    options = files + [OTHER]
+    st.sidebar.selectbox("Family", options, index=options.index(current.name) if is_listed else len(files),
+                         key="family_choice", on_change=_on_family_change)
+    if not is_listed or st.session_state.get("family_choice") == OTHER:
+        st.sidebar.text_input("Family file (TOML)", value="" if is_listed else st.session_state["family"],
+                              key="family_path_input", on_change=_on_path_change,
+                              placeholder="path/to/family.toml")
+    return st.session_state["family"]
+
+
+@st.cache_data(show_spinner=False)
+def _bundle(name: str, stamp: float) -> Bundle:
+    return Bundle.load(name)
+
+
+def _stamp(name: str) -> float:
+    from explorer.bundle import bundle_dir
+
+    manifest = bundle_dir(name) / "manifest.json"
+    return manifest.stat().st_mtime if manifest.exists() else 0.0
+
+
+def bundle() -> Bundle:
+    """The chosen family's precomputed results; stops the page with a clear message if there are none."""
+    path = family_path()
+    with errors():
+        name = str(read_family_spec(path)["name"])
+        result = _bundle(name, _stamp(name))
+    manifest = result.manifest
+    st.sidebar.caption(f"**{manifest['family']}** · precomputed {manifest['created'][:10]} · "
+                       f"{manifest['profile']} profile")
+    return result
+
+
+@st.cache_data(show_spinner=False)
+def _table(folder: str, name: str, stamp: float) -> pd.DataFrame:
+    return Bundle(Path(folder)).table(name)
+
+
+def table(source: Bundle, name: str) -> pd.DataFrame:
+    with errors():
+        return _table(str(source.folder), name, (source.folder / "manifest.json").stat().st_mtime)
+
+
+@st.cache_resource(show_spinner=False)
+def _family(path: str, stamp: float) -> Family:
+    family = load_family(path)
+    family.tensor_names  # validate once
+    return family
+
+
+def live_family() -> Family:
+    """The chosen family with its checkpoints, for live computation; stops with how to get them if absent."""
+    path = st.session_state["family"]  # chosen by the picker that bundle() drew
+    try:
+        return _family(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0)
+    except ExplorerError as exc:
+        st.error(f"Live computation needs the family's checkpoints. {exc}")
+        if Path(path).resolve() == DEMO.resolve():
+            st.info(BUILD_HINT)
+        st.stop()
+
+
+def download(frame: pd.DataFrame, label: str, filename: str, key: str) -> None:
+    st.download_button(f"Download {label} (CSV)", frame.to_csv(index=False).encode(), filename, "text/csv", key=key)
+
+
+def progress_callback(bar):
+    return lambda fraction, text: bar.progress(min(max(fraction, 0.0), 1.0), text=text)
