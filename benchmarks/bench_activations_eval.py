@@ -14,7 +14,7 @@ def main() -> None:
         family = load_family(DEMO)
         prompts = {"harmful": builtin_prompts("harmful", 100)}
         start = time.perf_counter()
-        states = extract(family, "aligned", prompts)
+        extract(family, "aligned", prompts)
         results["extraction_per_100_prompts_s"] = time.perf_counter() - start
         sets = {name: extract(family, "aligned", {name: builtin_prompts(name)})[name][:, 20]
                 for name in ("useful", "harmful", "benign")}

@@ -1,5 +1,4 @@
 """Projection and MSO cost on the demo family, and peak memory of `mso` and `project` (issue 2 targets)."""
-import resource
 import subprocess
 import sys
 

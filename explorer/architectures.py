@@ -62,7 +62,3 @@ def tensor_role(name: str, arch: str | None) -> TensorRole:
             return TensorRole(int(match.group(1)) if in_block else -1, module)
     layer = re.search(r"layers\.(\d+)\.", name)
     return TensorRole(int(layer.group(1)) if layer else -1, OTHER)
-
-
-def supported(arch: str | None) -> bool:
-    return arch in BLOCK_MODULES

@@ -70,7 +70,3 @@ class Bundle:
                                  "run `python -m explorer precompute` again")
         return pd.read_parquet(path)
 
-
-def available_bundles() -> list[str]:
-    root = settings().bundles_dir
-    return sorted(p.name for p in root.iterdir() if (p / "manifest.json").exists()) if root.exists() else []

@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 
 from .errors import ExplorerError
-from .family import Family, load_family
+from .family import load_family
 from .subspaces import DEFAULT_ENERGIES
+
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2, like every other bad input
@@ -87,6 +88,31 @@ def cmd_demo_build(args: argparse.Namespace) -> None:
     print(f"demo family {family.name!r} ready in {time.perf_counter() - start:.0f} s: {family.path}", file=sys.stderr)
 
 
+def _activation_sets(args: argparse.Namespace, specs: list[str]) -> tuple:
+    from .activations import extract, prompt_sets
+
+    family = load_family(args.family)
+    family.check_member(args.member)
+    sets = prompt_sets(specs, args.count)
+    return extract(family, args.member, sets, use_chat_template=not args.no_chat_template), sets
+
+
+def cmd_activations(args: argparse.Namespace) -> None:
+    states, _ = _activation_sets(args, args.sets)
+    for name, array in states.items():
+        print(f"{name}: {array.shape[0]} prompts x {array.shape[1]} hidden states x {array.shape[2]} dims (cached)",
+              file=sys.stderr)
+
+
+def cmd_activation_mso(args: argparse.Namespace) -> None:
+    from .activation_mso import activation_mso
+
+    states, sets = _activation_sets(args, [args.a, args.b])
+    a, b = list(sets)
+    table = activation_mso(states[a], states[b], args.energy, center=args.center)
+    _write_csv(table, args.out, ["layer", "energy_frac", "k_a", "k_b", "mso", "mso_random"])
+
+
 def cmd_precompute(args: argparse.Namespace) -> None:
     from .precompute import precompute
 
@@ -145,6 +171,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--energy", type=float, nargs="+", default=list(DEFAULT_ENERGIES))
     p.add_argument("--keep-bases", action="store_true", help="also store SVD bases for in-place projection")
     p.set_defaults(run=cmd_sweep)
+
+    def activation_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("family")
+        p.add_argument("--member", required=True)
+        p.add_argument("--count", type=int, default=256, help="prompts per set")
+        p.add_argument("--no-chat-template", action="store_true", help="feed the prompts as raw text")
+
+    p = sub.add_parser("activations", help="last-token hidden states of prompt sets, every layer, cached")
+    activation_options(p)
+    p.add_argument("--sets", nargs="+", default=["useful", "harmful", "benign"],
+                   help="built-in sets (useful, harmful, benign) or NAME=FILE (.txt, .csv or .jsonl)")
+    p.set_defaults(run=cmd_activations)
+
+    p = sub.add_parser("activation-mso", help="MSO between two prompt sets per layer")
+    activation_options(p)
+    p.add_argument("--a", required=True, help="a built-in set or NAME=FILE")
+    p.add_argument("--b", required=True, help="a built-in set or NAME=FILE")
+    p.add_argument("--energy", type=float, nargs="+", default=list(DEFAULT_ENERGIES))
+    p.add_argument("--center", action="store_true", help="subtract each set's mean first")
+    p.add_argument("--out", required=True)
+    p.set_defaults(run=cmd_activation_mso)
 
     p = sub.add_parser("precompute", help="compute everything the app shows into cache/families/NAME")
     p.add_argument("family")

@@ -103,8 +103,9 @@ def target_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile: Profile = FULL,
-             callback: Callback | None = None) -> dict:
-    """The four scores, with the profile and prompt counts that produced them."""
+             callback: Callback | None = None, judge: bool = False) -> dict:
+    """The four scores, with the profile and prompt counts that produced them; with `judge`, also the mean
+    1-5 harmfulness of the refusal generations from the LLM judge (explorer.extras)."""
     start = time.perf_counter()
     harmful = list(advbench_split("evaluation"))
     problems = list(word_problems("evaluation", profile.utility_prompts))
@@ -125,7 +126,14 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile
             callback(done / len(steps), f"evaluating: {label}")
         results.append(run())
     logprob, harmful_out, utility_out, benign_out = results
+    extra = {}
+    if judge:
+        from .extras import judge_scores
+
+        graded = judge_scores([b.goal for b in harmful[:len(harmful_out)]], harmful_out)
+        extra["judge_harmfulness"] = sum(graded) / len(graded)
     return {
+        **extra,
         "refusal_rate": sum(map(is_refusal, harmful_out)) / len(harmful_out),
         "utility_accuracy": sum(is_correct(r, p.answer) for r, p in zip(utility_out, problems)) / len(problems),
         "over_refusal": sum(map(is_refusal, benign_out)) / len(benign_out),

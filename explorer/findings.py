@@ -22,15 +22,41 @@ from .bundle import Bundle
 ETA = 0.5
 
 
+CLAIMS = {
+    1: ("Energy kept grows with ρ about equally in every subspace",
+        "Energy kept grows roughly linearly with ρ; top-k, random-k and random subspaces keep nearly the same energy.",
+        "Projection lab"),
+    2: ("Parallel projection onto the top alignment directions amplifies utility and harm",
+        "Projecting onto the top-k alignment subspace amplifies utility AND harmfulness more than random subspaces: "
+        "the top directions are potent, not safety-specific.", "Projection lab"),
+    3: ("Orthogonal projection removes utility and harm together",
+        "Orthogonal projection of a contaminated fine-tune removes utility and harm together: per unit of utility "
+        "lost it removes no more harm than a random subspace.", "Projection lab"),
+    4: ("Useful and harmful updates overlap", "Useful and harmful updates overlap (MSO) well above the random "
+        "baseline.", "Update overlap"),
+    5: ("Useful and harmful prompts overlap in activation space", "Useful and harmful prompts overlap in activation "
+        "space well above the random baseline.", "Activation space"),
+}
+
+
 @dataclass
 class Finding:
     number: int
-    title: str
-    paper: str
     measured: str
     supported: bool | None  # None: not measurable on this family
-    page: str
     data: pd.DataFrame
+
+    @property
+    def title(self) -> str:
+        return CLAIMS[self.number][0]
+
+    @property
+    def paper(self) -> str:
+        return CLAIMS[self.number][1]
+
+    @property
+    def page(self) -> str:
+        return CLAIMS[self.number][2]
 
 
 def _r_squared(x: np.ndarray, y: np.ndarray) -> float:
@@ -54,9 +80,7 @@ def energy_linearity(bundle: Bundle) -> Finding:
     measured = (f"Across {len(by_variant)} task updates, a straight line explains at least {worst_r2:.0%} of the "
                 f"energy-vs-ρ curve (threshold 90%), and the alignment, random-k and random subspaces differ by at "
                 f"most {worst_spread:.0%} of the task energy at any ρ (threshold 10 points).")
-    return Finding(1, "Energy kept grows with ρ about equally in every subspace",
-                   "Energy kept grows roughly linearly with ρ; top-k, random-k and random subspaces keep nearly the "
-                   "same energy.", measured, supported, "Projection lab", curves)
+    return Finding(1, measured, supported, curves)
 
 
 def _grid(bundle: Bundle) -> pd.DataFrame:
@@ -70,18 +94,14 @@ def parallel_amplifies(bundle: Bundle) -> Finding:
     variant = "contaminated" if "contaminated" in set(means["variant"]) else means["variant"].iloc[0]
     rows = means[means["variant"] == variant].set_index("subspace")
     if not {"alignment", "random"} <= set(rows.index):
-        return Finding(2, "Top directions amplify", "", "Not measurable: the grid lacks a subspace.", None,
-                       "Projection lab", means)
+        return Finding(2, "Not measurable: the grid lacks the alignment or random subspace.", None, means)
     d_util = rows.loc["alignment", "utility_accuracy"] - rows.loc["random", "utility_accuracy"]
     d_harm = rows.loc["random", "refusal_rate"] - rows.loc["alignment", "refusal_rate"]
     supported = bool(d_util > 0 and d_harm > 0)
     measured = (f"On the {variant} fine-tune, keeping only the top-k alignment directions (ρ ≤ 0.5, averaged) gives "
                 f"{d_util:+.0%} word-problem accuracy and {-d_harm:+.0%} refusal compared with a random subspace of "
                 f"the same size. The paper's claim needs both more utility and less refusal.")
-    return Finding(2, "Parallel projection onto the top alignment directions amplifies utility and harm",
-                   "Projecting onto the top-k alignment subspace amplifies utility AND harmfulness more than random "
-                   "subspaces: the top directions are potent, not safety-specific.", measured, supported,
-                   "Projection lab", means)
+    return Finding(2, measured, supported, means)
 
 
 def orthogonal_not_selective(bundle: Bundle) -> Finding:
@@ -99,39 +119,31 @@ def orthogonal_not_selective(bundle: Bundle) -> Finding:
     if not np.isfinite(top) or not np.isfinite(rand):
         measured = (f"Not measurable on the {variant} fine-tune: orthogonal projection cost no utility in one of "
                     "the subspaces, so refusal gained per utility lost is undefined.")
-        return Finding(3, "Orthogonal projection removes utility and harm together", "", measured, None,
-                       "Projection lab", table)
+        return Finding(3, measured, None, table)
     supported = top <= 1.25 * rand
     measured = (f"On the {variant} fine-tune, removing the top-k alignment directions regains {top:.2f} points of "
                 f"refusal per point of utility lost; a random subspace regains {rand:.2f}. The paper's claim holds "
                 f"if the alignment subspace is no more than 1.25x as selective.")
-    return Finding(3, "Orthogonal projection removes utility and harm together",
-                   "Orthogonal projection of a contaminated fine-tune removes utility and harm together: per unit of "
-                   "utility lost it removes no more harm than a random subspace.", measured, supported,
-                   "Projection lab", table)
+    return Finding(3, measured, supported, table)
 
 
 def update_overlap(bundle: Bundle) -> Finding:
     mso = bundle.table("update_mso")
     pair = mso[(mso["a"] == "useful") & (mso["b"] == "harmful") & (mso["cols"] > 1)]
     if pair.empty:
-        return Finding(4, "Useful and harmful updates overlap", "", "Not measurable: no (useful, harmful) pair.",
-                       None, "Update overlap", pair)
+        return Finding(4, "Not measurable: the family has no (useful, harmful) pair.", None, pair)
     at_eta = pair[np.isclose(pair["energy_frac"], ETA)]
     value, baseline = float(at_eta["mso"].mean()), float(at_eta["mso_random"].mean())
     supported = value >= 2 * baseline
     measured = (f"At η = {ETA}, the useful and harmful task updates have a mean MSO of {value:.3f} over all weight "
                 f"matrices, {value / baseline:.1f}x the random baseline of {baseline:.3f} (threshold 2x).")
     curve = pair.groupby("energy_frac", as_index=False)[["mso", "mso_random"]].mean().assign(pair="useful · harmful")
-    return Finding(4, "Useful and harmful updates overlap", "Useful and harmful updates overlap (MSO) well above the "
-                   "random baseline.", measured, supported, "Update overlap", curve)
+    return Finding(4, measured, supported, curve)
 
 
 def activation_overlap(bundle: Bundle) -> Finding:
     if not bundle.has("activation_mso"):
-        return Finding(5, "Useful and harmful prompts overlap in activation space", "",
-                       "Not measured: this family's results have no activation analysis.", None, "Activation space",
-                       pd.DataFrame())
+        return Finding(5, "Not measured: this family's results have no activation analysis.", None, pd.DataFrame())
     table = bundle.table("activation_mso")
     pair = table[(table["a"] == "useful") & (table["b"] == "harmful")]
     band = activation_headline(pair)
@@ -143,9 +155,7 @@ def activation_overlap(bundle: Bundle) -> Finding:
                 f"{value:.3f} on average over members ({members}); the random baseline is {baseline:.3f} "
                 f"({value / baseline:.1f}x, threshold 2x).")
     curve = pair[np.isclose(pair["energy_frac"], ETA)]
-    return Finding(5, "Useful and harmful prompts overlap in activation space",
-                   "Useful and harmful prompts overlap in activation space well above the random baseline.",
-                   measured, supported, "Activation space", curve)
+    return Finding(5, measured, supported, curve)
 
 
 def findings(bundle: Bundle) -> list[Finding]:

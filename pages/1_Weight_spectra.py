@@ -18,7 +18,8 @@ def summaries(folder: str, stamp: float):
     return values, {u: summarize(group) for u, group in values.groupby("update", sort=False)}
 
 
-values, summary = summaries(str(bundle.folder), bundle.manifest["created"])
+with st.spinner("Summarising the spectra of every update…"):
+    values, summary = summaries(str(bundle.folder), bundle.manifest["created"])
 STATS = {"effective_rank": "Effective rank", "stable_rank": "Stable rank", "frobenius": "Frobenius norm",
          "k90": "k for 90% energy"}
 stat = st.radio("Statistic", list(STATS), format_func=STATS.get, horizontal=True, key="spectra_stat")

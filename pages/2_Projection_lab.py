@@ -44,7 +44,7 @@ if scores is None:
 
         bar = st.progress(0.0, text="projecting")
         with ui.errors():
-            scorer = st.session_state.setdefault(("scorer", family.path), PointScorer(family))
+            scorer = st.session_state.setdefault(f"scorer:{family.path}", PointScorer(family))
             scores = scorer.score(variant, method, subspace, frac, profile="quick",
                                   callback=ui.progress_callback(bar))
         bar.empty()

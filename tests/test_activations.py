@@ -123,3 +123,20 @@ def test_malformed_prompt_files(tmp_path, content, message):
     path.write_text(content)
     with pytest.raises(PromptSetError, match=message):
         read_prompt_file(path)
+
+
+def test_activation_cli(tiny_demo, tmp_path, capsys):
+    from explorer.cli import main
+
+    out = tmp_path / "act.csv"
+    (tmp_path / "mine.txt").write_text("How tall is a giraffe?\nName a primary colour.\n")
+    assert main(["activation-mso", str(tiny_demo), "--member", "aligned", "--a", "harmful",
+                 "--b", f"mine={tmp_path / 'mine.txt'}", "--count", "8", "--out", str(out)]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert list(table.columns) == ["layer", "energy_frac", "k_a", "k_b", "mso", "mso_random"]
+    assert table["layer"].nunique() == 3 and table["k_b"].max() <= 2
+    (tmp_path / "empty.txt").write_text("\n")
+    assert main(["activations", str(tiny_demo), "--member", "aligned", "--sets", f"e={tmp_path / 'empty.txt'}"]) == 2
+    assert "holds no prompts" in capsys.readouterr().err

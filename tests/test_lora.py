@@ -64,3 +64,27 @@ def test_adapter_for_another_architecture_is_a_clear_error(llama_family, qwen_fa
     parent = load_family(qwen_family).store("aligned")
     with pytest.raises(CheckpointError, match="query_key_value.weight, which its base model"):
         open_store(Source("lora", str(config.parent)), "adapter", parent)
+
+
+def test_hub_ids_resolve_through_the_hub_cache_offline(llama_family, tmp_path, monkeypatch):
+    """`org/name@revision` sources go through huggingface_hub; offline, from its local cache."""
+    import shutil
+
+    from huggingface_hub import constants
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--acme--tiny-useful"
+    shutil.copytree(llama_family.parent / "useful", repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "v1").write_text(commit)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    toml = tmp_path / "family.toml"
+    toml.write_text(f'name = "hub"\nbase = "{llama_family.parent / "base"}"\naligned = "{llama_family.parent / "aligned"}"\n'
+                    '[finetuned]\nuseful = "acme/tiny-useful@v1"\nmissing = "acme/not-there"\n')
+    family = load_family(toml)
+    assert family.sources["useful"].kind == "hub" and family.sources["useful"].revision == "v1"
+    name = "model.layers.0.mlp.up_proj.weight"
+    local = load_family(llama_family)
+    torch.testing.assert_close(update_tensor(family, "useful", name), update_tensor(local, "useful", name))
+    with pytest.raises(CheckpointError, match="cannot fetch acme/not-there from the Hugging Face hub"):
+        family.store("missing")
