@@ -1,7 +1,6 @@
 """A family of checkpoints (base, aligned, fine-tuned variants) described by a TOML file."""
 from __future__ import annotations
 
-import hashlib
 import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -60,10 +59,6 @@ class Family:
 
     def fingerprints(self) -> dict[str, str]:
         return {member: self.store(member).fingerprint() for member in self.members}
-
-    def fingerprint(self) -> str:
-        joined = "|".join(f"{m}={fp}" for m, fp in self.fingerprints().items())
-        return hashlib.sha256(joined.encode()).hexdigest()[:20]
 
 
 def with_member(family: Family, member: str, spec: str) -> Family:

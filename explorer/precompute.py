@@ -5,6 +5,7 @@ import os
 import platform
 import sys
 import time
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,15 +36,11 @@ def family_pairs(family: Family) -> list[tuple[str, str]]:
     return pairs or [(name, "alignment") for name in family.finetuned]
 
 
+@contextmanager
 def _timed(timings: dict, label: str):
-    class Timer:
-        def __enter__(self):
-            self.start = time.perf_counter()
-
-        def __exit__(self, *exc):
-            timings[label] = round(time.perf_counter() - self.start, 1)
-
-    return Timer()
+    start = time.perf_counter()
+    yield
+    timings[label] = round(time.perf_counter() - start, 1)
 
 
 def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_profile: str, timings: dict,

@@ -24,7 +24,7 @@ from .config import settings
 from .errors import ParameterError
 from .family import ALIGNED, BASE, Family
 from .progress import Callback, track
-from .subspaces import as_matrix, check_frac, left_svd, random_basis, random_permutation
+from .subspaces import as_matrix, check_frac, left_svd, on_device, random_basis, random_permutation
 from .updates import update_tensor
 
 METHODS = ("same", "orth", "opp")
@@ -154,7 +154,7 @@ def projection_stats(family: Family, variant: str, seed: int = 0, keep_bases: bo
                 perm = random_permutation(basis.shape[1], seed, name)
                 if align_out is not None:
                     _store(align_out, i, U=basis, Q=rand_basis, perm=perm)
-            coeffs, rand_coeffs = basis.T @ task, rand_basis.T @ task  # (rank, cols) each
+            coeffs, rand_coeffs = (on_device(b.T, task) for b in (basis, rand_basis))  # (rank, cols) each
             energy = (coeffs.double() ** 2).sum(1)
             cumulative["alignment"].append(_cumsum(energy))
             cumulative["random-k"].append(_cumsum(energy[perm]))
@@ -162,9 +162,10 @@ def projection_stats(family: Family, variant: str, seed: int = 0, keep_bases: bo
             if task_out is not None:
                 _store(task_out, i, C=coeffs, D=rand_coeffs)
             role = tensor_role(name, family.arch)
+            task64, align64 = task.double(), align.double()
             rows.append({"tensor": name, "layer": role.layer, "module": role.module, "rank": basis.shape[1],
-                         "total": float((task.double() ** 2).sum()), "inner_align": float((task.double() * align.double()).sum()),
-                         "align_sq": float((align.double() ** 2).sum())})
+                         "total": float((task64 ** 2).sum()), "inner_align": float((task64 * align64).sum()),
+                         "align_sq": float((align64 ** 2).sum())})
         stats = ProjectionStats(pd.DataFrame(rows), cumulative)
         if align_out is not None:
             _publish(align_out, bases / align_key)
@@ -222,7 +223,7 @@ def apply_projection(model: torch.nn.Module, family: Family, variant: str, metho
         coeffs = torch.from_numpy(np.array(_load(task_dir, i, label_coeffs)))
         k = rank_k(basis.shape[1], frac)
         chosen = torch.from_numpy(np.array(_load(align_dir, i, "perm")))[:k] if subspace == "random-k" else slice(0, k)
-        projected = basis[:, chosen] @ coeffs[chosen]
+        projected = on_device(basis[:, chosen], coeffs[chosen])
         base = aligned.tensor(name)
         projected = projected.reshape(base.shape) if base.ndim == 1 else projected.reshape_as(oriented(base))
         if projected.shape != base.shape:

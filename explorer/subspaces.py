@@ -40,6 +40,12 @@ def left_svd(matrix: torch.Tensor, device: str | None = None) -> tuple[torch.Ten
     return u.cpu(), s.cpu()
 
 
+def on_device(left: torch.Tensor, right: torch.Tensor, device: str | None = None) -> torch.Tensor:
+    """left @ right on the configured device, returned on the CPU."""
+    device = device or settings().device
+    return (left.to(device) @ right.to(device)).cpu()
+
+
 def energy_rank(sq_values: np.ndarray, fraction: float) -> int:
     """Smallest k whose top-k squared singular values hold at least `fraction` of the total (0 if all zero)."""
     total = float(sq_values.sum())

@@ -50,10 +50,10 @@ def test_bundle_is_small_and_complete(demo):
         assert len(demo.table(table)), table
 
 
-def test_report_reads_the_cache_without_checkpoints(tmp_path):
+def test_report_reads_the_cache_without_checkpoints():
     env = {k: v for k, v in os.environ.items() if k != "EXPLORER_CACHE_DIR"}
     proc = subprocess.run([sys.executable, "-m", "explorer", "report", str(ROOT / "families" / "demo.toml"), "--json"],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert set(report["models"]) == {"base", "aligned", "useful", "harmful", "contaminated"}
