@@ -4,7 +4,8 @@ from __future__ import annotations
 import pandas as pd
 
 from .activation_mso import activation_mso
-from .activations import DEFAULT_COUNT, DEFAULT_SETS, extract, prompt_sets
+from .activations import DEFAULT_COUNT, DEFAULT_SETS, extract, prompt_sets, prompts_hash
+from .cache import cache_key, cached_frame
 from .embeddings import embed
 from .family import Family
 from .probes import probe_accuracy
@@ -17,6 +18,19 @@ SET_PAIRS = (("useful", "harmful"), ("useful", "benign"), ("harmful", "benign"))
 def umap_layer_choice(n_states: int, every: int = 2) -> list[int]:
     """Every other hidden state, and always the last one."""
     return sorted(set(range(0, n_states, every)) | {n_states - 1})
+
+
+def layer_embedding(family: Family, member: str, prompts: dict[str, list[str]], layer: int, method: str = "umap",
+                    callback: Callback | None = None) -> pd.DataFrame:
+    """The 2-D embedding of one layer on demand, cached on disk (activations come from their own cache)."""
+    key = cache_key("embedding", member=family.store(member).fingerprint(), layer=layer, method=method,
+                    prompts={name: prompts_hash(texts) for name, texts in prompts.items()})
+
+    def compute() -> pd.DataFrame:
+        states = extract(family, member, prompts, callback=callback)
+        return embed({name: array[:, layer] for name, array in states.items()}, method)
+
+    return cached_frame("embeddings", key, compute)
 
 
 def activation_tables(family: Family, sets: tuple[str, ...] = DEFAULT_SETS, count: int = DEFAULT_COUNT,

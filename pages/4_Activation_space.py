@@ -26,11 +26,25 @@ member = c1.selectbox("Member", members, index=members.index("aligned") if "alig
 layer = c2.slider("Layer (hidden state; 0 = embeddings)", 0, n_layers, round(0.75 * n_layers), key="act_layer")
 umap_layers = sorted(set(embeddings.loc[embeddings["method"] == "umap", "layer"]))
 method = c3.radio("Embedding", ["umap", "pca"], format_func=str.upper, horizontal=True, key="act_method")
-if method == "umap" and layer not in umap_layers:
-    st.info(f"UMAP is precomputed for layers {', '.join(map(str, umap_layers))}; showing PCA for layer {layer}.")
-    method = "pca"
 points = embeddings[(embeddings["member"] == member) & (embeddings["layer"] == layer)
-                    & (embeddings["method"] == method)].merge(prompts, on=["set", "index"])
+                    & (embeddings["method"] == method)]
+live = st.session_state.setdefault("live_umaps", {})
+if method == "umap" and layer not in umap_layers:
+    points = live.get((bundle.manifest["family"], member, layer))
+    if points is None and st.button(f"Compute UMAP for layer {layer}", key="compute_umap"):
+        from explorer.activation_tables import layer_embedding
+
+        family = ui.live_family()
+        sets = {name: list(group.sort_values("index")["text"]) for name, group in prompts.groupby("set", sort=False)}
+        with st.spinner("Extracting activations (cached after the first time) and running UMAP…"), ui.errors():
+            points = live[(bundle.manifest["family"], member, layer)] = layer_embedding(family, member, sets, layer)
+    if points is None:
+        st.info(f"UMAP is precomputed for layers {', '.join(map(str, umap_layers))}; showing PCA for layer "
+                f"{layer}. Computing it takes a few seconds with the family's checkpoints.")
+        method = "pca"
+        points = embeddings[(embeddings["member"] == member) & (embeddings["layer"] == layer)
+                            & (embeddings["method"] == "pca")]
+points = points.merge(prompts, on=["set", "index"])
 st.altair_chart(charts.embedding_scatter(points, f"{member}, layer {layer}, {method.upper()}"),
                 width="stretch")
 

@@ -108,3 +108,11 @@ def test_spot_check_of_a_family_member(tiny_demo):
     assert not at.exception and not at.error
     assert any("overlaps most with the **harmful**" in s.value for s in at.success)
     assert len(_charts(at)) == 3
+
+
+def test_umap_on_demand_for_a_layer_without_one(tiny_demo):
+    at = _run("pages/4_Activation_space.py", tiny_demo, act_layer=1)
+    assert any("UMAP is precomputed for layers 0, 2" in i.value for i in at.info)
+    at.button(key="compute_umap").click().run()
+    assert not at.exception and not at.error
+    assert "UMAP" in _chart_data(at) and not any("precomputed for layers" in i.value for i in at.info)
