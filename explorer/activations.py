@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from typing import TYPE_CHECKING
+
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .cache import atomic_write, cache_key, result_path
 from .errors import PromptSetError
@@ -19,6 +20,9 @@ from .family import Family
 from .models import batches, chat_text, load_model, load_tokenizer
 from .progress import Callback, track
 from .prompts import advbench_split, benign_split, read_prompt_file, word_problems
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 DEFAULT_SETS = ("useful", "harmful", "benign")
 DEFAULT_COUNT = 256

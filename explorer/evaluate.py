@@ -11,12 +11,16 @@ import re
 import time
 from dataclasses import asdict, dataclass
 
+from typing import TYPE_CHECKING
+
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .models import batches, chat_text
 from .progress import Callback
 from .prompts import advbench_split, benign_split, is_refusal, word_problems
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 SCORES = ("refusal_rate", "utility_accuracy", "over_refusal", "target_logprob")
 _ANSWER = re.compile(r"the answer is\s*\$?\s*(-?[\d,]*\d)", re.IGNORECASE)

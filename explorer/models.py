@@ -1,17 +1,23 @@
 """Loading whole family members as transformers models (for evaluation and activations), and chat formatting."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .checkpoints import LoraStore
 from .config import settings
 from .errors import CheckpointError
 from .family import ALIGNED, BASE, Family
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 
 def load_tokenizer(family: Family, member: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The member's tokenizer, else the aligned or base model's; padding on the left for generation."""
+    from transformers import AutoTokenizer
+
     for name in (member, ALIGNED, BASE):
         folder = family.store(name).folder
         if any(folder.glob("tokenizer*")) or (folder / "vocab.json").exists():
@@ -29,6 +35,8 @@ def load_tokenizer(family: Family, member: str, trust_remote_code: bool = False)
 def load_model(family: Family, member: str, device: str | None = None, dtype: torch.dtype = torch.float32,
                trust_remote_code: bool = False) -> PreTrainedModel:
     """A member as a model in eval mode; a LoRA member is its parent with the adapter's updates added in place."""
+    from transformers import AutoModelForCausalLM
+
     device = device or settings().device
     store = family.store(member)
     if isinstance(store, LoraStore):

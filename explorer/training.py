@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import random
 
+from typing import TYPE_CHECKING
+
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .errors import ParameterError
 from .models import chat_text
 from .progress import Callback, track
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
 def encode_pair(tokenizer: PreTrainedTokenizerBase, prompt: str, response: str, max_len: int) -> tuple[list[int], int]:
