@@ -4,16 +4,12 @@ import streamlit as st
 
 from pages.common import ui
 
-ui.setup("Overview")
-st.title("Subspace Explorer")
-st.markdown(
-    "Safety alignment changes a model's weights along some directions. The study *Safety Subspaces are Not "
-    "Linearly Distinct* (Ponkshe et al., arXiv 2505.14185) asks whether those directions can be used to keep "
-    "the useful part of a later fine-tune while removing the harmful part. It finds that they cannot: the top "
-    "alignment directions amplify utility and harm alike, and useful and harmful updates and activations share "
-    "their subspaces. Below, each finding is measured on the chosen family.")
-
-bundle = ui.bundle()
+bundle = ui.page("Overview", "Subspace Explorer",
+              "Safety alignment changes a model's weights along some directions. The study *Safety Subspaces are Not "
+              "Linearly Distinct* (Ponkshe et al., arXiv 2505.14185) asks whether those directions can be used to keep "
+              "the useful part of a later fine-tune while removing the harmful part. It finds that they cannot: the top "
+              "alignment directions amplify utility and harm alike, and useful and harmful updates and activations share "
+              "their subspaces. Below, each finding is measured on the chosen family.")
 from explorer import charts  # noqa: E402
 from explorer.findings import findings  # noqa: E402
 from explorer.html_report import finding_chart, render  # noqa: E402
@@ -30,7 +26,8 @@ right.caption(f"Scores from the **{bundle.manifest['profile']}** profile: refusa
 PAGES = {"Projection lab": "pages/2_Projection_lab.py", "Update overlap": "pages/3_Update_overlap.py",
          "Activation space": "pages/4_Activation_space.py"}
 st.subheader("The five findings, measured")
-for finding in findings(bundle):
+measured = findings(bundle)
+for finding in measured:
     with st.container(border=True):
         st.markdown(f"**{finding.number}. {finding.title}**")
         st.caption(f"Paper: {finding.paper}")
@@ -43,6 +40,6 @@ for finding in findings(bundle):
         if chart is not None:
             chart_col.altair_chart(chart.properties(height=180), width="stretch")
 
-st.download_button("Download the HTML report of these findings", render(bundle), f"{bundle.manifest['family']}-"
+st.download_button("Download the HTML report of these findings", render(bundle, measured), f"{bundle.manifest['family']}-"
                    "findings.html", "text/html", key="report")
 st.caption(f"Precomputed by `{bundle.manifest['command']}` on {bundle.manifest['created']}.")

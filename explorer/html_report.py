@@ -45,7 +45,8 @@ def _embed(chart: alt.Chart | None, index: int) -> str:
     return f'<div id="chart{index}"></div><script>vegaEmbed("#chart{index}", {spec});</script>'
 
 
-def render(bundle: Bundle) -> str:
+def render(bundle: Bundle, measured: list[Finding] | None = None) -> str:
+    """The report page; `measured` reuses findings already computed from this bundle."""
     manifest = bundle.manifest
     parts = [f"<h1>Safety subspaces: {html.escape(manifest['family'])}</h1>",
              f"<p>Precomputed on {manifest['created']} with <code>{html.escape(manifest['command'])}</code>; "
@@ -55,7 +56,7 @@ def render(bundle: Bundle) -> str:
                    for m, s in bundle.scores.items())
     parts.append("<table><tr><th>member</th>" + "".join(f"<th>{t}</th>" for t in charts.SCORE_TITLES.values())
                  + f"</tr>{rows}</table>")
-    for finding in findings(bundle):
+    for finding in measured if measured is not None else findings(bundle):
         verdict, colour = _VERDICT[finding.supported]
         parts += [f"<h2>{finding.number}. {html.escape(finding.title)}</h2>",
                   f"<p><b>Paper:</b> {html.escape(finding.paper)}</p>",

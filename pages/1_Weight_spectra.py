@@ -3,11 +3,9 @@ import streamlit as st
 
 from pages.common import ui
 
-ui.setup("Weight spectra")
-st.title("Weight spectra")
-st.markdown("The alignment update is *aligned − base*; each task update is *fine-tune − aligned*. "
-            "Click a cell of a map to inspect that tensor's spectrum.")
-bundle = ui.bundle()
+bundle = ui.page("Weight spectra", "Weight spectra",
+              "The alignment update is *aligned − base*; each task update is *fine-tune − aligned*. "
+              "Click a cell of a map to inspect that tensor's spectrum.")
 from explorer import charts  # noqa: E402
 from explorer.spectra import summarize  # noqa: E402
 

@@ -3,11 +3,9 @@ import streamlit as st
 
 from pages.common import ui
 
-ui.setup("Projection lab")
-st.title("Projection lab")
-st.markdown("**same** keeps the part of the task update inside the top-k alignment subspace, **orth** the part "
-            "outside it, **opp** subtracts the inside part. The random controls use subspaces of the same size.")
-bundle = ui.bundle()
+bundle = ui.page("Projection lab", "Projection lab",
+              "**same** keeps the part of the task update inside the top-k alignment subspace, **orth** the part "
+              "outside it, **opp** subtracts the inside part. The random controls use subspaces of the same size.")
 from explorer import charts  # noqa: E402
 from explorer.evaluate import SCORES  # noqa: E402
 

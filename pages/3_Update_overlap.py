@@ -4,11 +4,9 @@ import streamlit as st
 
 from pages.common import ui
 
-ui.setup("Update overlap")
-st.title("Update overlap")
-st.markdown("MSO(A, B) = ‖Q_Aᵀ Q_B‖²_F / min(k_A, k_B), where Q holds the top left singular vectors that carry a "
-            "fraction η of each update's energy. Two random subspaces overlap by max(k_A, k_B) / d on average.")
-bundle = ui.bundle()
+bundle = ui.page("Update overlap", "Update overlap",
+              "MSO(A, B) = ‖Q_Aᵀ Q_B‖²_F / min(k_A, k_B), where Q holds the top left singular vectors that carry a "
+              "fraction η of each update's energy. Two random subspaces overlap by max(k_A, k_B) / d on average.")
 from explorer import charts  # noqa: E402
 from explorer.mso import by_layer  # noqa: E402
 

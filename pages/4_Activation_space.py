@@ -4,11 +4,9 @@ import streamlit as st
 
 from pages.common import ui
 
-ui.setup("Activation space")
-st.title("Activation space")
-st.markdown("Hidden states at each prompt's last real token. Sets can be linearly separable (probe accuracy) "
-            "while their top subspaces still overlap (MSO): both are shown per layer.")
-bundle = ui.bundle()
+bundle = ui.page("Activation space", "Activation space",
+              "Hidden states at each prompt's last real token. Sets can be linearly separable (probe accuracy) "
+              "while their top subspaces still overlap (MSO): both are shown per layer.")
 if not bundle.has("activation_mso"):
     st.error("This family's precomputed results have no activation analysis: run "
              "`python -m explorer precompute FAMILY.toml` without --no-activations.")

@@ -3,12 +3,10 @@ import streamlit as st
 
 from pages.common import ui
 
-ui.setup("Spot-check")
-st.title("Spot-check a new model")
-st.markdown("Give a checkpoint fine-tuned from this family's **aligned** model: a local folder, a hub id "
-            "(`org/name@revision`) or a LoRA adapter folder. Its task update is compared with the family's useful "
-            "and harmful updates.")
-bundle = ui.bundle()
+bundle = ui.page("Spot-check", "Spot-check a new model",
+              "Give a checkpoint fine-tuned from this family's **aligned** model: a local folder, a hub id "
+              "(`org/name@revision`) or a LoRA adapter folder. Its task update is compared with the family's useful "
+              "and harmful updates.")
 from explorer import charts  # noqa: E402
 
 with st.form("spot_form"):

@@ -22,8 +22,12 @@ OTHER = "Another family file…"
 BUILD_HINT = "Build the demo checkpoints with `python -m explorer demo build` (about 30 minutes on 2 CPU cores)."
 
 
-def setup(title: str) -> None:
-    st.set_page_config(page_title=f"{title} · Subspace Explorer", page_icon="🧭", layout="wide")
+def page(name: str, heading: str, intro: str) -> Bundle:
+    """Page config, heading and introduction, then the chosen family's precomputed results."""
+    st.set_page_config(page_title=f"{name} · Subspace Explorer", page_icon="🧭", layout="wide")
+    st.title(heading)
+    st.markdown(intro)
+    return bundle()
 
 
 @contextlib.contextmanager
