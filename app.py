@@ -10,9 +10,9 @@ bundle = ui.page("Overview", "Subspace Explorer",
               "the useful part of a later fine-tune while removing the harmful part. It finds that they cannot: the top "
               "alignment directions amplify utility and harm alike, and useful and harmful updates and activations share "
               "their subspaces. Below, each finding is measured on the chosen family.")
-from explorer import charts  # noqa: E402
-from explorer.findings import findings  # noqa: E402
-from explorer.html_report import finding_chart, render  # noqa: E402
+from explorer.results import charts  # noqa: E402
+from explorer.results.findings import findings  # noqa: E402
+from explorer.results.html_report import finding_chart, render  # noqa: E402
 
 st.subheader("Members")
 left, right = st.columns([3, 2])

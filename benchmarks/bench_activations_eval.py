@@ -6,10 +6,11 @@ as the app's live points do, at a ρ outside the grid so that nothing is served 
 import time
 
 from common import DEMO, fresh_cache, save, timed
-from explorer.activations import builtin_prompts, extract
-from explorer.embeddings import embed
-from explorer.family import load_family
-from explorer.scores import PointScorer
+
+from explorer.activations.embeddings import embed
+from explorer.activations.extract import builtin_prompts, extract
+from explorer.checkpoints.family import load_family
+from explorer.evaluation.scores import PointScorer
 
 
 def main() -> None:

@@ -1,9 +1,8 @@
 """Server time of the app on the committed demo results: first render of the overview, a cached slider change."""
 import time
 
-from streamlit.testing.v1 import AppTest
-
 from common import ROOT, save
+from streamlit.testing.v1 import AppTest
 
 
 def main() -> None:

@@ -3,12 +3,12 @@ import subprocess
 import sys
 
 import numpy as np
-
 from common import DEMO, fresh_cache, save, timed
-from explorer.family import load_family
-from explorer.models import load_model
-from explorer.mso import update_mso
-from explorer.projection import apply_projection, projection_stats
+
+from explorer.checkpoints.family import load_family
+from explorer.checkpoints.models import load_model
+from explorer.weights.mso import update_mso
+from explorer.weights.projection import apply_projection, projection_stats
 
 
 def peak_rss_mb(args: list[str]) -> float:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from datetime import date

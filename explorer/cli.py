@@ -7,9 +7,9 @@ import sys
 import time
 from pathlib import Path
 
-from .errors import ExplorerError
-from .family import load_family
-from .subspaces import DEFAULT_ENERGIES
+from explorer.checkpoints.family import load_family
+from explorer.core.errors import ExplorerError
+from explorer.weights.subspaces import DEFAULT_ENERGIES
 
 
 class _Parser(argparse.ArgumentParser):
@@ -25,21 +25,21 @@ def _write_csv(frame, out: str, columns: list[str]) -> None:
 
 
 def cmd_spectra(args: argparse.Namespace) -> None:
-    from .spectra import spectra
+    from explorer.weights.spectra import spectra
 
     _write_csv(spectra(load_family(args.family), args.update), args.out,
                ["tensor", "layer", "module", "index", "singular_value"])
 
 
 def cmd_mso(args: argparse.Namespace) -> None:
-    from .mso import COLUMNS, pair_table
+    from explorer.weights.mso import COLUMNS, pair_table
 
     table = pair_table(load_family(args.family), args.a, args.b, args.energy, args.granularity)
     _write_csv(table, args.out, COLUMNS)
 
 
 def cmd_project(args: argparse.Namespace) -> None:
-    from .projection import check_point, projection_stats
+    from explorer.weights.projection import check_point, projection_stats
 
     check_point(args.method, args.subspace, args.frac)
     family = load_family(args.family)
@@ -47,7 +47,7 @@ def cmd_project(args: argparse.Namespace) -> None:
     point = {"variant": args.variant, "method": args.method, "subspace": args.subspace, "frac": args.frac,
              "seed": args.seed, **stats.point(args.method, args.subspace, args.frac)}
     if args.evaluate:
-        from .scores import PointScorer
+        from explorer.evaluation.scores import PointScorer
 
         scored = PointScorer(family).score(args.variant, args.method, args.subspace, args.frac, args.seed,
                                            args.evaluate)
@@ -60,11 +60,11 @@ def cmd_project(args: argparse.Namespace) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
-    from .mso import update_mso
-    from .precompute import family_pairs
-    from .progress import track
-    from .projection import projection_stats
-    from .spectra import spectra
+    from explorer.core.progress import track
+    from explorer.results.precompute import family_pairs
+    from explorer.weights.mso import update_mso
+    from explorer.weights.projection import projection_stats
+    from explorer.weights.spectra import spectra
 
     family = load_family(args.family)
     steps = [("spectra", u) for u in family.updates] + [("projection", v) for v in family.finetuned] + [("mso", None)]
@@ -80,7 +80,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_demo_build(args: argparse.Namespace) -> None:
-    from .demo import DEMO_FAMILY, BuildConfig, build_demo
+    from explorer.demo.build import DEMO_FAMILY, BuildConfig, build_demo
 
     config = BuildConfig(steps=args.steps, lr=args.lr, seed=args.seed)
     start = time.perf_counter()
@@ -89,7 +89,7 @@ def cmd_demo_build(args: argparse.Namespace) -> None:
 
 
 def _activation_sets(args: argparse.Namespace, specs: list[str]) -> tuple:
-    from .activations import extract, prompt_sets
+    from explorer.activations.extract import extract, prompt_sets
 
     family = load_family(args.family)
     family.check_member(args.member)
@@ -105,7 +105,7 @@ def cmd_activations(args: argparse.Namespace) -> None:
 
 
 def cmd_activation_mso(args: argparse.Namespace) -> None:
-    from .activation_mso import activation_mso
+    from explorer.activations.mso import activation_mso
 
     states, sets = _activation_sets(args, [args.a, args.b])
     a, b = list(sets)
@@ -114,7 +114,7 @@ def cmd_activation_mso(args: argparse.Namespace) -> None:
 
 
 def cmd_precompute(args: argparse.Namespace) -> None:
-    from .precompute import precompute
+    from explorer.results.precompute import precompute
 
     folder = precompute(args.family, args.profile, args.seed, tuple(args.grid_fracs), not args.no_activations,
                         args.grid_profile)
@@ -122,7 +122,7 @@ def cmd_precompute(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import headline
+    from explorer.results.report import headline
 
     report = headline(args.family)
     if args.json:
@@ -133,7 +133,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .precompute import GRID_FRACS
+    from explorer.results.precompute import GRID_FRACS
 
     parser = _Parser(prog="python -m explorer", description="Safety-subspace analyses of a checkpoint family.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)

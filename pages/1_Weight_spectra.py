@@ -6,8 +6,8 @@ from pages.common import ui
 bundle = ui.page("Weight spectra", "Weight spectra",
               "The alignment update is *aligned − base*; each task update is *fine-tune − aligned*. "
               "Click a cell of a map to inspect that tensor's spectrum.")
-from explorer import charts  # noqa: E402
-from explorer.spectra import summarize  # noqa: E402
+from explorer.results import charts  # noqa: E402
+from explorer.weights.spectra import summarize  # noqa: E402
 
 
 @st.cache_data(show_spinner=False)

@@ -6,8 +6,8 @@ from pages.common import ui
 bundle = ui.page("Projection lab", "Projection lab",
               "**same** keeps the part of the task update inside the top-k alignment subspace, **orth** the part "
               "outside it, **opp** subtracts the inside part. The random controls use subspaces of the same size.")
-from explorer import charts  # noqa: E402
-from explorer.evaluate import SCORES  # noqa: E402
+from explorer.evaluation.evaluate import SCORES  # noqa: E402
+from explorer.results import charts  # noqa: E402
 
 curves = ui.table(bundle, "energy_curves")
 grid = ui.table(bundle, "projection")
@@ -38,7 +38,7 @@ if scores is None:
             "profile (teacher-forced log-prob on every evaluation prompt; generations on 32 prompts each).")
     if st.button("Compute live", key="compute_live", type="primary"):
         family = ui.live_family()
-        from explorer.scores import PointScorer
+        from explorer.evaluation.scores import PointScorer
 
         bar = st.progress(0.0, text="projecting")
         with ui.errors():

@@ -7,8 +7,8 @@ from pages.common import ui
 bundle = ui.page("Update overlap", "Update overlap",
               "MSO(A, B) = ‖Q_Aᵀ Q_B‖²_F / min(k_A, k_B), where Q holds the top left singular vectors that carry a "
               "fraction η of each update's energy. Two random subspaces overlap by max(k_A, k_B) / d on average.")
-from explorer import charts  # noqa: E402
-from explorer.mso import by_layer  # noqa: E402
+from explorer.results import charts  # noqa: E402
+from explorer.weights.mso import by_layer  # noqa: E402
 
 mso = ui.table(bundle, "update_mso")
 mso["pair"] = mso["a"] + " · " + mso["b"]

@@ -11,8 +11,8 @@ if not bundle.has("activation_mso"):
     st.error("This family's precomputed results have no activation analysis: run "
              "`python -m explorer precompute FAMILY.toml` without --no-activations.")
     st.stop()
-from explorer import charts  # noqa: E402
-from explorer.activation_mso import headline_layers  # noqa: E402
+from explorer.activations.mso import headline_layers  # noqa: E402
+from explorer.results import charts  # noqa: E402
 
 embeddings = ui.table(bundle, "embeddings")
 prompts = ui.table(bundle, "prompts")
@@ -30,7 +30,7 @@ live = st.session_state.setdefault("live_umaps", {})
 if method == "umap" and layer not in umap_layers:
     points = live.get((bundle.manifest["family"], member, layer))
     if points is None and st.button(f"Compute UMAP for layer {layer}", key="compute_umap"):
-        from explorer.activation_tables import layer_embedding
+        from explorer.activations.tables import layer_embedding
 
         family = ui.live_family()
         sets = {name: list(group.sort_values("index")["text"]) for name, group in prompts.groupby("set", sort=False)}

@@ -7,7 +7,7 @@ bundle = ui.page("Spot-check", "Spot-check a new model",
               "Give a checkpoint fine-tuned from this family's **aligned** model: a local folder, a hub id "
               "(`org/name@revision`) or a LoRA adapter folder. Its task update is compared with the family's useful "
               "and harmful updates.")
-from explorer import charts  # noqa: E402
+from explorer.results import charts  # noqa: E402
 
 with st.form("spot_form"):
     spec = st.text_input("Checkpoint", key="spot_spec", placeholder="path/to/checkpoint, org/name or adapter")
@@ -17,7 +17,7 @@ if submitted:
         st.error("Give a checkpoint path, hub id or adapter folder.")
         st.stop()
     family = ui.live_family()
-    from explorer.spotcheck import spot_check
+    from explorer.weights.spotcheck import spot_check
 
     bar = st.progress(0.0, text="reading the checkpoint")
     with ui.errors():
@@ -41,7 +41,7 @@ if result is not None:
                                                 value_title="Effective rank"), width="stretch")
     ui.download(result.summary, "its spectrum statistics", "spot-check-spectra.csv", key="dl_spot")
     if st.button("Score it (quick profile)", key="spot_score"):
-        from explorer.scores import member_scores
+        from explorer.evaluation.scores import member_scores
 
         bar = st.progress(0.0, text="loading the model")
         with ui.errors():

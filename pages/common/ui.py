@@ -12,9 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from explorer.bundle import Bundle  # noqa: E402
-from explorer.errors import ExplorerError  # noqa: E402
-from explorer.family import Family, load_family, read_family_spec  # noqa: E402
+from explorer.checkpoints.family import Family, load_family, read_family_spec  # noqa: E402
+from explorer.core.errors import ExplorerError  # noqa: E402
+from explorer.results.bundle import Bundle  # noqa: E402
 
 FAMILIES = ROOT / "families"
 DEMO = FAMILIES / "demo.toml"
@@ -73,7 +73,7 @@ def _bundle(name: str, stamp: float) -> Bundle:
 
 
 def _stamp(name: str) -> float:
-    from explorer.bundle import bundle_dir
+    from explorer.results.bundle import bundle_dir
 
     manifest = bundle_dir(name) / "manifest.json"
     return manifest.stat().st_mtime if manifest.exists() else 0.0

@@ -1,0 +1,114 @@
+"""Hidden states of prompt sets at the last real token of each prompt, every layer (embeddings included).
+
+Batches are right-padded and the vector is read at index (number of real tokens - 1) of each row, so
+padding never changes a vector (the paper's code reads the last position, a pad token for short prompts).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from explorer.checkpoints.family import Family
+from explorer.checkpoints.models import batches, chat_text, load_model, load_tokenizer
+from explorer.core.cache import atomic_write, cache_key, result_path
+from explorer.core.errors import PromptSetError
+from explorer.core.progress import Callback, track
+from explorer.evaluation.prompts import (
+    advbench_split,
+    benign_split,
+    read_prompt_file,
+    word_problems,
+)
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+DEFAULT_SETS = ("useful", "harmful", "benign")
+DEFAULT_COUNT = 256
+
+
+def builtin_prompts(name: str, count: int = DEFAULT_COUNT) -> list[str]:
+    """useful: held-out word problems; harmful: the AdvBench evaluation split; benign: general instructions."""
+    if name == "useful":
+        prompts = [p.question for p in word_problems("evaluation", count)]
+    elif name == "harmful":
+        prompts = [b.goal for b in advbench_split("evaluation")]
+    elif name == "benign":
+        prompts = list(benign_split("activations"))
+    else:
+        raise PromptSetError(f"unknown prompt set {name!r}; built-in sets are {', '.join(DEFAULT_SETS)} "
+                             "(give others as NAME=FILE)")
+    if len(prompts) < count:
+        raise PromptSetError(f"the built-in {name} set has {len(prompts)} prompts, fewer than the {count} asked for")
+    return prompts[:count]
+
+
+def prompt_sets(specs: list[str] | tuple[str, ...] = DEFAULT_SETS, count: int = DEFAULT_COUNT) -> dict[str, list[str]]:
+    """Prompt sets by name: built-in names, or NAME=FILE for a .txt/.csv/.jsonl file of the user's."""
+    sets = {}
+    for spec in specs:
+        name, _, path = spec.partition("=")
+        if path:
+            prompts = read_prompt_file(path)[:count]
+        else:
+            prompts = builtin_prompts(name, count)
+        if not prompts:
+            raise PromptSetError(f"prompt set {name!r} is empty")
+        sets[name] = prompts
+    return sets
+
+
+def prompts_hash(prompts: list[str]) -> str:
+    return hashlib.sha256(json.dumps(prompts).encode()).hexdigest()[:16]
+
+
+@torch.no_grad()
+def last_token_states(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str],
+                      batch_size: int = 32, use_chat_template: bool = True) -> np.ndarray:
+    """(n_prompts, n_layers + 1, d_model) hidden states at each prompt's last real token."""
+    if not prompts:
+        raise PromptSetError("cannot extract activations of an empty prompt set")
+    tokenizer.padding_side = "right"
+    rows = []
+    try:
+        for chunk in batches(prompts, batch_size):
+            texts = [chat_text(tokenizer, p, use_chat_template) for p in chunk]
+            enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=not use_chat_template)
+            enc = enc.to(model.device)
+            hidden = model(**enc, output_hidden_states=True).hidden_states  # (layers + 1) x (batch, seq, d)
+            last = enc["attention_mask"].sum(1) - 1
+            picked = torch.stack([h[torch.arange(len(chunk), device=h.device), last] for h in hidden], 1)
+            rows.append(picked.float().cpu().numpy())
+    finally:
+        tokenizer.padding_side = "left"
+    return np.concatenate(rows)
+
+
+def extract(family: Family, member: str, sets: dict[str, list[str]], use_chat_template: bool = True,
+            batch_size: int = 32, callback: Callback | None = None) -> dict[str, np.ndarray]:
+    """Activations of every set for one member, cached by (checkpoint fingerprint, prompt-set hash, options)."""
+    fingerprint = family.store(member).fingerprint()
+    out, todo = {}, {}
+    for name, prompts in sets.items():
+        key = cache_key("activations", member=fingerprint, prompts=prompts_hash(prompts), chat=use_chat_template)
+        path = result_path("activations", key, ".npy")
+        if path.exists():
+            out[name] = np.load(path)
+        else:
+            todo[name] = (prompts, path)
+    if todo:
+        model, tokenizer = load_model(family, member), load_tokenizer(family, member)
+        for name, (prompts, path) in track(list(todo.items()), f"activations of {member}", callback=callback):
+            out[name] = last_token_states(model, tokenizer, prompts, batch_size, use_chat_template)
+            atomic_write(path, lambda tmp, array=out[name]: _save_npy(tmp, array))
+    return {name: out[name] for name in sets}
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as fh:
+        np.save(fh, array)

@@ -1,0 +1,78 @@
+"""Every activation-space result of a family as tidy tables (for the bundle, the report and the app)."""
+from __future__ import annotations
+
+import pandas as pd
+
+from explorer.activations.embeddings import embed
+from explorer.activations.extract import (
+    DEFAULT_COUNT,
+    DEFAULT_SETS,
+    extract,
+    prompt_sets,
+    prompts_hash,
+)
+from explorer.activations.mso import activation_mso
+from explorer.activations.probes import probe_accuracy
+from explorer.activations.refusal import (
+    alignment_cosines,
+    refusal_directions,
+    writer_bases,
+)
+from explorer.checkpoints.family import Family
+from explorer.core.cache import cache_key, cached_frame
+from explorer.core.progress import Callback, track
+
+SET_PAIRS = (("useful", "harmful"), ("useful", "benign"), ("harmful", "benign"))
+
+
+def umap_layer_choice(n_states: int, every: int = 2) -> list[int]:
+    """Every other hidden state, and always the last one."""
+    return sorted(set(range(0, n_states, every)) | {n_states - 1})
+
+
+def layer_embedding(family: Family, member: str, prompts: dict[str, list[str]], layer: int, method: str = "umap",
+                    callback: Callback | None = None) -> pd.DataFrame:
+    """The 2-D embedding of one layer on demand, cached on disk (activations come from their own cache)."""
+    key = cache_key("embedding", member=family.store(member).fingerprint(), layer=layer, method=method,
+                    prompts={name: prompts_hash(texts) for name, texts in prompts.items()})
+
+    def compute() -> pd.DataFrame:
+        states = extract(family, member, prompts, callback=callback)
+        return embed({name: array[:, layer] for name, array in states.items()}, method)
+
+    return cached_frame("embeddings", key, compute)
+
+
+def activation_tables(family: Family, sets: tuple[str, ...] = DEFAULT_SETS, count: int = DEFAULT_COUNT,
+                      umap_layers: list[int] | None = None, callback: Callback | None = None) -> dict[str, pd.DataFrame]:
+    prompts = prompt_sets(sets, count)
+    bases = writer_bases(family)
+    pairs = [p for p in SET_PAIRS if set(p) <= set(prompts)]
+    tables: dict[str, list[pd.DataFrame]] = {k: [] for k in
+                                             ("activation_mso", "refusal_direction", "refusal_alignment", "probe",
+                                              "embeddings")}
+    for member in track(family.members, "activation analyses", callback=callback):
+        states = extract(family, member, prompts, callback=callback)
+        n_states = next(iter(states.values())).shape[1]
+        for a, b in pairs:
+            tables["activation_mso"].append(activation_mso(states[a], states[b]).assign(member=member, a=a, b=b))
+        if {"harmful", "benign"} <= set(states):
+            directions = refusal_directions(states["harmful"], states["benign"])
+            cosines = alignment_cosines(directions, bases).assign(member=member)
+            best = cosines.groupby("layer", as_index=False)["share_topk"].max() \
+                .rename(columns={"share_topk": "cosine_with_alignment_update"})
+            merged = directions.drop(columns="direction").merge(best, on="layer", how="left")
+            tables["refusal_direction"].append(merged.assign(member=member))
+            tables["refusal_alignment"].append(cosines)
+        tables["probe"].append(probe_accuracy(states).assign(member=member))
+        layers = umap_layers if umap_layers is not None else umap_layer_choice(n_states)
+        for layer in range(n_states):
+            at_layer = {name: array[:, layer] for name, array in states.items()}
+            methods = ("pca", "umap") if layer in layers else ("pca",)
+            for method in methods:
+                tables["embeddings"].append(embed(at_layer, method).assign(member=member, layer=layer, method=method))
+    out = {k: pd.concat(v, ignore_index=True) for k, v in tables.items() if v}
+    out["embeddings"][["x", "y"]] = out["embeddings"][["x", "y"]].astype("float32")
+    out["prompts"] = pd.DataFrame([{"set": name, "index": i, "text": text}
+                                   for name, texts in prompts.items() for i, text in enumerate(texts)])
+    return out

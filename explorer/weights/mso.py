@@ -1,0 +1,92 @@
+"""Mode subspace overlap (MSO) between updates, per tensor and per layer (paper section 5).
+
+Per-layer value: the mean over the block's weight matrices (1-D norms and biases are reported per
+tensor only, where their MSO is the squared cosine of two directions). Tensors outside the blocks
+(embeddings, final norm, head) keep their own group at layer granularity.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from explorer.checkpoints.architectures import tensor_role
+from explorer.checkpoints.family import Family
+from explorer.core.cache import cache_key, result_path, write_frame
+from explorer.core.errors import ParameterError
+from explorer.core.progress import Callback, track
+from explorer.weights.spectra import update_members
+from explorer.weights.subspaces import (
+    DEFAULT_ENERGIES,
+    as_matrix,
+    check_energies,
+    left_svd,
+    overlap_curve,
+)
+from explorer.weights.updates import update_tensor
+
+GRANULARITIES = ("tensor", "layer")
+COLUMNS = ["group", "granularity", "energy_frac", "k_a", "k_b", "mso", "mso_random"]
+
+
+def _pair_key(family: Family, a: str, b: str, energies: list[float]) -> str:
+    prints = family.fingerprints()
+    members = sorted({m for u in (a, b) for m in update_members(family, u)})
+    return cache_key("update-mso", a=a, b=b, energies=energies, members={m: prints[m] for m in members})
+
+
+def update_mso(family: Family, pairs: list[tuple[str, str]], energies: list[float] | None = None,
+               callback: Callback | None = None) -> dict[tuple[str, str], pd.DataFrame]:
+    """Per-tensor MSO for each pair of updates, with one SVD per update and tensor for every pair and η."""
+    energies = check_energies(energies or DEFAULT_ENERGIES)
+    for a, b in pairs:
+        family.check_update(a)
+        family.check_update(b)
+        if a == b:
+            raise ParameterError(f"the two updates of a pair must differ (got {a!r} twice)")
+    results, todo = {}, []
+    for pair in pairs:
+        path = result_path("update-mso", _pair_key(family, *pair, energies), ".parquet")
+        if path.exists():
+            results[pair] = pd.read_parquet(path)
+        else:
+            todo.append(pair)
+    if not todo:
+        return results
+    needed = sorted({u for pair in todo for u in pair}, key=family.updates.index)
+    rows: dict[tuple[str, str], list[dict]] = {pair: [] for pair in todo}
+    for name in track(family.tensor_names, "update MSO", callback=callback):
+        role = tensor_role(name, family.arch)
+        bases = {}
+        for update in needed:
+            matrix = as_matrix(update_tensor(family, update, name))
+            basis, values = left_svd(matrix)
+            bases[update] = (basis, (values.double() ** 2).numpy(), matrix.shape[1])
+        for a, b in todo:
+            curve = overlap_curve(bases[a][0], bases[a][1], bases[b][0], bases[b][1], energies)
+            for eta, (ka, kb, value, baseline) in zip(energies, curve):
+                rows[(a, b)].append({"group": name, "granularity": "tensor", "layer": role.layer,
+                                     "module": role.module, "cols": bases[a][2], "energy_frac": eta,
+                                     "k_a": ka, "k_b": kb, "mso": value, "mso_random": baseline})
+    for pair in todo:
+        results[pair] = pd.DataFrame(rows[pair])
+        write_frame(result_path("update-mso", _pair_key(family, *pair, energies), ".parquet"), results[pair])
+    return results
+
+
+def by_layer(per_tensor: pd.DataFrame) -> pd.DataFrame:
+    """Layer granularity: the mean over each block's weight matrices; outside tensors keep their own group."""
+    frame = per_tensor[(per_tensor["cols"] > 1) | (per_tensor["layer"] < 0)].copy()
+    frame["group"] = np.where(frame["layer"] >= 0, "layers." + frame["layer"].astype(str), frame["module"])
+    grouped = frame.groupby(["group", "layer", "energy_frac"], as_index=False, sort=False).agg(
+        k_a=("k_a", "mean"), k_b=("k_b", "mean"), mso=("mso", "mean"), mso_random=("mso_random", "mean"))
+    grouped["granularity"] = "layer"
+    return grouped
+
+
+def pair_table(family: Family, a: str, b: str, energies: list[float] | None = None, granularity: str = "tensor",
+               callback: Callback | None = None) -> pd.DataFrame:
+    """The CLI's table for one pair at one granularity."""
+    if granularity not in GRANULARITIES:
+        raise ParameterError(f"unknown granularity {granularity!r}; choose tensor or layer")
+    per_tensor = update_mso(family, [(a, b)], energies, callback)[(a, b)]
+    return per_tensor if granularity == "tensor" else by_layer(per_tensor)

@@ -1,0 +1,246 @@
+"""Projection of task updates onto, or away from, the top-k alignment subspace (paper sections 3-4).
+
+One exact SVD of the alignment update per tensor serves every k: with C = U^T dT, P_k dT = U[:, :k] C[:k]
+and ||P_k dT||^2 is the sum of the first k squared row norms of C. 1-D tensors are (d, 1) columns, so their
+"subspace" is the direction of the alignment update, as in the paper. A tall matrix (M > N) is projected on
+its smaller side (dT V_k V_k^T, i.e. the same maths on the transposes): the left subspace of a tall matrix has
+only N of M dimensions, so left projection could never reproduce the fine-tune at full rank. The random control is a seeded
+Gaussian basis orthonormalised by QR: its first k columns span a uniformly random k-dim subspace for every k.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from explorer.checkpoints.architectures import tensor_role
+from explorer.checkpoints.family import ALIGNED, BASE, Family
+from explorer.core.cache import atomic_write, cache_key, result_path, write_frame
+from explorer.core.config import settings
+from explorer.core.errors import ParameterError
+from explorer.core.progress import Callback, track
+from explorer.weights.subspaces import (
+    as_matrix,
+    check_frac,
+    left_svd,
+    on_device,
+    random_basis,
+    random_permutation,
+)
+from explorer.weights.updates import update_tensor
+
+METHODS = ("same", "orth", "opp")
+SUBSPACES = ("alignment", "random", "random-k")
+
+
+def rank_k(rank: int, frac: float) -> int:
+    """k = max(1, round(rho * min(M, N))), as in the reference code (the paper writes floor)."""
+    return max(1, round(frac * rank))
+
+
+def oriented(tensor: torch.Tensor) -> torch.Tensor:
+    """The view the projection acts on: 1-D as a (d, 1) column, tall matrices transposed."""
+    matrix = as_matrix(tensor)
+    return matrix.T if tensor.ndim == 2 and matrix.shape[0] > matrix.shape[1] else matrix
+
+
+def check_point(method: str, subspace: str, frac: float) -> None:
+    if method not in METHODS:
+        raise ParameterError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
+    if subspace not in SUBSPACES:
+        raise ParameterError(f"unknown subspace {subspace!r}; choose from {', '.join(SUBSPACES)}")
+    check_frac(frac)
+
+
+@dataclass
+class ProjectionStats:
+    """Per-tensor energies of one task update in each subspace, enough for the metrics at every (k, method)."""
+
+    tensors: pd.DataFrame  # tensor, layer, module, rank, total, inner_align, align_sq
+    cumulative: dict[str, list[np.ndarray]]  # subspace -> per tensor, kept energy for k = 0..rank
+
+    def _kept(self, subspace: str, frac: float) -> np.ndarray:
+        return np.array([cum[rank_k(len(cum) - 1, frac)] for cum in self.cumulative[subspace]])
+
+    def point(self, method: str, subspace: str, frac: float) -> dict[str, float]:
+        """Pooled metrics: energy kept, cos(task, kept), cos(task, alignment), total k."""
+        check_point(method, subspace, frac)
+        total = self.tensors["total"].to_numpy()
+        projected = self._kept(subspace, frac)
+        kept = total - projected if method == "orth" else projected
+        inner = -kept if method == "opp" else kept  # <dT, P dT> = ||P dT||^2 for a projector P
+        total_sum, kept_sum = total.sum(), kept.sum()
+        align_sq = self.tensors["align_sq"].sum()
+        return {
+            "energy_kept_ratio": float(kept_sum / total_sum) if total_sum else 0.0,
+            "cosine_task_kept": float(inner.sum() / np.sqrt(total_sum * kept_sum)) if kept_sum > 0 else 0.0,
+            "cosine_task_alignment": float(self.tensors["inner_align"].sum() / np.sqrt(total_sum * align_sq))
+            if total_sum > 0 and align_sq > 0 else 0.0,
+            "k_total": int(sum(rank_k(r, frac) for r in self.tensors["rank"])),
+        }
+
+    def removed_by_layer(self, method: str, subspace: str, frac: float) -> pd.DataFrame:
+        """Task-update energy removed by the projection, per layer (-1: tensors outside the blocks)."""
+        check_point(method, subspace, frac)
+        frame = self.tensors[["layer", "total"]].copy()
+        projected = self._kept(subspace, frac)
+        frame["removed"] = projected if method == "orth" else frame["total"] - projected
+        by_layer = frame.groupby("layer", as_index=False)[["total", "removed"]].sum()
+        by_layer["removed_frac"] = by_layer["removed"] / by_layer["total"].where(by_layer["total"] > 0)
+        return by_layer
+
+    def energy_curve(self, fracs: list[float] | np.ndarray) -> pd.DataFrame:
+        """Energy kept by `same` against rho, for every subspace (orth keeps the rest)."""
+        rows = [{"frac": float(f), "subspace": s, **self.point("same", s, float(f))} for s in SUBSPACES for f in fracs]
+        return pd.DataFrame(rows)
+
+
+def _save_stats(path: Path, stats: ProjectionStats) -> None:
+    arrays = {f"{s}:{i}": cum for s, cums in stats.cumulative.items() for i, cum in enumerate(cums)}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    atomic_write(path.with_suffix(".npz"), write)
+    write_frame(path.with_suffix(".parquet"), stats.tensors)
+
+
+def _load_stats(path: Path) -> ProjectionStats | None:
+    if not (path.with_suffix(".npz").exists() and path.with_suffix(".parquet").exists()):
+        return None
+    tensors = pd.read_parquet(path.with_suffix(".parquet"))
+    with np.load(path.with_suffix(".npz")) as arrays:
+        cumulative = {s: [arrays[f"{s}:{i}"] for i in range(len(tensors))] for s in SUBSPACES}
+    return ProjectionStats(tensors, cumulative)
+
+
+def _keys(family: Family, variant: str, seed: int) -> tuple[str, str]:
+    prints = family.fingerprints()
+    align_key = cache_key("alignment-basis", base=prints[BASE], aligned=prints[ALIGNED], seed=seed)
+    return align_key, cache_key("task-coeffs", alignment=align_key, member=prints[variant])
+
+
+def projection_stats(family: Family, variant: str, seed: int = 0, keep_bases: bool = False,
+                     callback: Callback | None = None) -> ProjectionStats:
+    """Energies of a task update in the alignment, random-k and random subspaces, cached.
+
+    With keep_bases, the bases and coefficients are also written under cache/bases so that projected
+    weights can later be written into a model without another SVD pass.
+    """
+    if variant not in family.finetuned:
+        raise ParameterError(f"{variant!r} is not a fine-tuned member of {family.name!r}; "
+                             f"choose from {', '.join(family.finetuned)}")
+    align_key, task_key = _keys(family, variant, seed)
+    stats_path = result_path("projection", task_key, "")
+    bases = settings().bases_dir
+    cached = _load_stats(stats_path)
+    if cached is not None and (not keep_bases or (bases / task_key).exists()):
+        return cached
+    align_dir = bases / align_key if (bases / align_key).exists() else None
+    align_out = Path(tempfile.mkdtemp(dir=_mkdir(bases), prefix=".align.")) if keep_bases and not align_dir else None
+    task_out = Path(tempfile.mkdtemp(dir=_mkdir(bases), prefix=".task.")) if keep_bases else None
+    rows, cumulative = [], {s: [] for s in SUBSPACES}
+    try:
+        for i, name in enumerate(track(family.tensor_names, f"projection bases of {variant}", callback=callback)):
+            task = oriented(update_tensor(family, variant, name))
+            align = oriented(update_tensor(family, "alignment", name))
+            if align_dir is not None:
+                basis, rand_basis, perm = (torch.from_numpy(np.array(_load(align_dir, i, label)))
+                                           for label in ("U", "Q", "perm"))
+            else:
+                basis, values = left_svd(align)
+                if not bool((values > 0).any()):
+                    basis = torch.zeros_like(basis)  # an unchanged tensor has no alignment subspace
+                rand_basis = random_basis(align.shape[0], basis.shape[1], seed, name)
+                perm = random_permutation(basis.shape[1], seed, name)
+                if align_out is not None:
+                    _store(align_out, i, U=basis, Q=rand_basis, perm=perm)
+            coeffs, rand_coeffs = (on_device(b.T, task) for b in (basis, rand_basis))  # (rank, cols) each
+            energy = (coeffs.double() ** 2).sum(1)
+            cumulative["alignment"].append(_cumsum(energy))
+            cumulative["random-k"].append(_cumsum(energy[perm]))
+            cumulative["random"].append(_cumsum((rand_coeffs.double() ** 2).sum(1)))
+            if task_out is not None:
+                _store(task_out, i, C=coeffs, D=rand_coeffs)
+            role = tensor_role(name, family.arch)
+            task64, align64 = task.double(), align.double()
+            rows.append({"tensor": name, "layer": role.layer, "module": role.module, "rank": basis.shape[1],
+                         "total": float((task64 ** 2).sum()), "inner_align": float((task64 * align64).sum()),
+                         "align_sq": float((align64 ** 2).sum())})
+        stats = ProjectionStats(pd.DataFrame(rows), cumulative)
+        if align_out is not None:
+            _publish(align_out, bases / align_key)
+        if task_out is not None:
+            _publish(task_out, bases / task_key)
+        _save_stats(stats_path, stats)
+        return stats
+    finally:
+        for tmp in (align_out, task_out):
+            if tmp is not None and tmp.exists():
+                shutil.rmtree(tmp)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _cumsum(energy: torch.Tensor) -> np.ndarray:
+    return np.concatenate([[0.0], np.cumsum(energy.numpy())])
+
+
+def _store(folder: Path, index: int, **arrays: torch.Tensor) -> None:
+    for label, array in arrays.items():
+        np.save(folder / f"{index:05d}.{label}.npy", array.numpy())
+
+
+def _load(folder: Path, index: int, label: str) -> np.ndarray:
+    return np.load(folder / f"{index:05d}.{label}.npy", mmap_mode="r")
+
+
+def _publish(tmp: Path, target: Path) -> None:
+    if target.exists():
+        shutil.rmtree(tmp)
+    else:
+        tmp.rename(target)
+
+
+@torch.no_grad()
+def apply_projection(model: torch.nn.Module, family: Family, variant: str, method: str, subspace: str, frac: float,
+                     seed: int = 0, callback: Callback | None = None) -> dict[str, float]:
+    """Write W = W_A + (projected task update) into a loaded model's parameters, in place; return the metrics."""
+    check_point(method, subspace, frac)
+    stats = projection_stats(family, variant, seed, keep_bases=True, callback=callback)
+    align_key, task_key = _keys(family, variant, seed)
+    align_dir, task_dir = settings().bases_dir / align_key, settings().bases_dir / task_key
+    params = dict(model.named_parameters())
+    aligned = family.store(ALIGNED)
+    for i, name in enumerate(track(family.tensor_names, f"projecting {variant}", callback=callback)):
+        if name not in params:
+            continue  # e.g. lm_head tied to the embeddings
+        param = params[name]
+        label_basis, label_coeffs = ("Q", "D") if subspace == "random" else ("U", "C")
+        basis = torch.from_numpy(np.array(_load(align_dir, i, label_basis)))
+        coeffs = torch.from_numpy(np.array(_load(task_dir, i, label_coeffs)))
+        k = rank_k(basis.shape[1], frac)
+        chosen = torch.from_numpy(np.array(_load(align_dir, i, "perm")))[:k] if subspace == "random-k" else slice(0, k)
+        projected = on_device(basis[:, chosen], coeffs[chosen])
+        base = aligned.tensor(name)
+        projected = projected.reshape(base.shape) if base.ndim == 1 else projected.reshape_as(oriented(base))
+        if projected.shape != base.shape:
+            projected = projected.T
+        if method == "same":
+            weight = base + projected
+        elif method == "opp":
+            weight = base - projected
+        else:
+            weight = base + update_tensor(family, variant, name) - projected
+        param.copy_(weight.to(param.dtype))
+    return {"variant": variant, "method": method, "subspace": subspace, "frac": frac, "seed": seed,
+            **stats.point(method, subspace, frac)}
