@@ -16,7 +16,7 @@ import pandas as pd
 
 from explorer.core.config import settings
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def cache_key(kind: str, **parts: object) -> str:

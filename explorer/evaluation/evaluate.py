@@ -12,6 +12,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from explorer.checkpoints.models import batches, chat_text
@@ -22,11 +23,15 @@ from explorer.evaluation.prompts import (
     is_refusal,
     word_problems,
 )
+from explorer.evaluation.stats import outcome_interval
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 SCORES = ("refusal_rate", "utility_accuracy", "over_refusal", "target_logprob")
+# Score -> the name of its per-prompt outcomes (and of its prompt count in "counts").
+OUTCOME_OF = {"refusal_rate": "refusal", "utility_accuracy": "utility", "over_refusal": "over_refusal",
+              "target_logprob": "target_logprob"}
 _ANSWER = re.compile(r"the answer is\s*\$?\s*(-?[\d,]*\d)", re.IGNORECASE)
 
 
@@ -79,8 +84,8 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
 
 @torch.no_grad()
 def target_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]],
-                   batch_size: int = 64, use_chat_template: bool = True) -> float:
-    """Mean per-token log-probability of each target after its prompt, averaged over pairs (right padding)."""
+                   batch_size: int = 64, use_chat_template: bool = True) -> list[float]:
+    """Mean per-token log-probability of each target after its prompt, one value per pair (right padding)."""
     tokenizer.padding_side = "right"
     scores = []
     try:
@@ -107,7 +112,19 @@ def target_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, p
             scores += (sums / predicts.sum(1)).tolist()
     finally:
         tokenizer.padding_side = "left"
-    return float(sum(scores) / len(scores))
+    return scores
+
+
+def score_outcomes(outcomes: dict[str, list[float]]) -> dict:
+    """Each score, its 95% interval and its prompt count, from per-prompt outcomes (0/1 for rates, a
+    log-probability per prompt for target_logprob); a score without prompts is None."""
+    result: dict = {"counts": {}}
+    for score, name in OUTCOME_OF.items():
+        values = outcomes.get(name, [])
+        result[score] = float(np.mean(values)) if values else None
+        result[f"{score}_ci"] = outcome_interval(values, binary=score != "target_logprob")
+        result["counts"][name] = len(values)
+    return result
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile: Profile = FULL,
@@ -140,15 +157,17 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile
 
         graded = judge_scores([b.goal for b in harmful[:len(harmful_out)]], harmful_out)
         extra["judge_harmfulness"] = sum(graded) / len(graded)
+    outcomes = {
+        "refusal": [float(is_refusal(r)) for r in harmful_out],
+        "utility": [float(is_correct(r, p.answer)) for r, p in zip(utility_out, problems)],
+        "over_refusal": [float(is_refusal(r)) for r in benign_out],
+        "target_logprob": logprob,
+    }
     return {
         **extra,
-        "refusal_rate": sum(map(is_refusal, harmful_out)) / len(harmful_out),
-        "utility_accuracy": sum(is_correct(r, p.answer) for r, p in zip(utility_out, problems)) / len(problems),
-        "over_refusal": sum(map(is_refusal, benign_out)) / len(benign_out),
-        "target_logprob": logprob,
+        **score_outcomes(outcomes),
+        "outcomes": outcomes,
         "profile": profile.name,
-        "counts": {"refusal": len(harmful_out), "utility": len(problems), "over_refusal": len(benign_out),
-                   "target_logprob": len(harmful[:profile.logprob_prompts])},
         "seconds": round(time.perf_counter() - start, 2),
         "samples": {"harmful": harmful_out[:3], "utility": utility_out[:3], "benign": benign_out[:3]},
         "settings": asdict(profile),
