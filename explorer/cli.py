@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 from explorer.checkpoints.family import load_family
+from explorer.core import jsontext
 from explorer.core.errors import ExplorerError
 from explorer.weights.subspaces import DEFAULT_ENERGIES
 
@@ -41,20 +41,20 @@ def cmd_mso(args: argparse.Namespace) -> None:
 def cmd_project(args: argparse.Namespace) -> None:
     from explorer.weights.projection import check_point, projection_stats
 
-    check_point(args.method, args.subspace, args.frac)
+    check_point(args.method, args.subspace, args.frac, args.side)
     family = load_family(args.family)
-    stats = projection_stats(family, args.variant, args.seed)
+    stats = projection_stats(family, args.variant, args.seed, side=args.side)
     point = {"variant": args.variant, "method": args.method, "subspace": args.subspace, "frac": args.frac,
-             "seed": args.seed, **stats.point(args.method, args.subspace, args.frac)}
+             "seed": args.seed, "side": args.side, **stats.point(args.method, args.subspace, args.frac)}
     if args.evaluate:
         from explorer.evaluation.scores import PointScorer
 
         scored = PointScorer(family).score(args.variant, args.method, args.subspace, args.frac, args.seed,
-                                           args.evaluate)
-        point.update({k: v for k, v in scored.items() if k not in point and k != "settings"})
+                                           args.evaluate, side=args.side)
+        point.update({k: v for k, v in scored.items() if k not in point and k not in ("settings", "outcomes")})
     if args.json:
         point["removed_by_layer"] = stats.removed_by_layer(args.method, args.subspace, args.frac).to_dict("records")
-        print(json.dumps(point))
+        print(jsontext.dumps(point))
     else:
         print("\n".join(f"{key:>22}: {value}" for key, value in point.items()))
 
@@ -72,7 +72,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         if kind == "spectra":
             spectra(family, name)
         elif kind == "projection":
-            projection_stats(family, name, args.seed, keep_bases=args.keep_bases)
+            for side in args.side:
+                projection_stats(family, name, args.seed, keep_bases=args.keep_bases, side=side)
         else:
             update_mso(family, family_pairs(family), args.energy)
     print(f"cache filled for {family.name}: spectra of {len(family.updates)} updates, projection of "
@@ -126,14 +127,18 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     report = headline(args.family)
     if args.json:
-        print(json.dumps(report, default=float))
+        print(jsontext.dumps(report))
     else:
         for member, scores in report["models"].items():
             print(f"{member:>14}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float)))
+        for finding in report["findings"]:
+            interval = f" (95% CI {finding['ci'][0]:.3g} to {finding['ci'][1]:.3g})" if finding["ci"] else ""
+            print(f"finding {finding['number']}: {finding['verdict']}: statistic {finding['statistic']:.3g}{interval}")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from explorer.results.precompute import GRID_FRACS
+    from explorer.weights.projection import PAPER_SIDE, SIDES
 
     parser = _Parser(prog="python -m explorer", description="Safety-subspace analyses of a checkpoint family.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -160,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subspace", required=True, choices=["alignment", "random", "random-k"])
     p.add_argument("--frac", required=True, type=float)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--side", choices=list(SIDES), default=PAPER_SIDE,
+                   help="left: the paper's P_k dT for every matrix (default); short: tall matrices as dT V_k V_k^T")
     p.add_argument("--evaluate", choices=["smoke", "quick", "full"],
                    help="also project the weights in place and score the model with this profile")
     p.add_argument("--json", action="store_true")
@@ -170,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--energy", type=float, nargs="+", default=list(DEFAULT_ENERGIES))
     p.add_argument("--keep-bases", action="store_true", help="also store SVD bases for in-place projection")
+    p.add_argument("--side", choices=list(SIDES), nargs="+", default=list(SIDES), help="projection sides to compute")
     p.set_defaults(run=cmd_sweep)
 
     def activation_options(p: argparse.ArgumentParser) -> None:

@@ -21,10 +21,10 @@ HEADLINE_DEPTH = (0.65, 0.90)
 
 def set_basis(states: np.ndarray, center: bool = False) -> tuple[torch.Tensor, np.ndarray]:
     """Left singular vectors and squared singular values of one layer's (d, n) matrix."""
-    matrix = torch.from_numpy(np.asarray(states, dtype=np.float32))
+    matrix = torch.from_numpy(np.asarray(states, dtype=np.float64))
     if center:
         matrix = matrix - matrix.mean(0, keepdim=True)
-    basis, values = left_svd(matrix.T)
+    basis, values = left_svd(matrix.T, dtype=torch.float64)
     return basis, (values.double() ** 2).numpy()
 
 

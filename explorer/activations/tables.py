@@ -55,7 +55,9 @@ def activation_tables(family: Family, sets: tuple[str, ...] = DEFAULT_SETS, coun
         states = extract(family, member, prompts, callback=callback)
         n_states = next(iter(states.values())).shape[1]
         for a, b in pairs:
-            tables["activation_mso"].append(activation_mso(states[a], states[b]).assign(member=member, a=a, b=b))
+            for center in (False, True):  # the paper's uncentered MSO, and the centered one beside it
+                tables["activation_mso"].append(activation_mso(states[a], states[b], center=center)
+                                                .assign(member=member, a=a, b=b, centered=center))
         if {"harmful", "benign"} <= set(states):
             directions = refusal_directions(states["harmful"], states["benign"])
             cosines = alignment_cosines(directions, bases).assign(member=member)

@@ -10,13 +10,19 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import torch
 
 from explorer.checkpoints.models import batches, chat_text
 from explorer.core.progress import Callback
+from explorer.evaluation.prefix import (
+    PrefixCache,
+    StopWhenDecided,
+    common_prefix,
+    left_padded,
+)
 from explorer.evaluation.prompts import (
     advbench_split,
     benign_split,
@@ -67,51 +73,79 @@ def is_correct(response: str, answer: int) -> bool:
     return answer_of(response) == answer
 
 
+def refusal_decided(response: str) -> bool:
+    return is_refusal(response)
+
+
+def answer_decided(response: str) -> bool:
+    """True once the first "The answer is N" is complete, so later tokens cannot change answer_of()."""
+    match = _ANSWER.search(response)
+    if match is None:
+        return False
+    rest = response[match.end():]
+    return len(rest) >= 2 or (len(rest) == 1 and rest != ",")
+
+
+def _token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[list[int]]:
+    return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int,
-             batch_size: int = 64, use_chat_template: bool = True) -> list[str]:
-    """Greedy continuations, batched with left padding."""
-    tokenizer.padding_side = "left"
+             batch_size: int = 64, use_chat_template: bool = True, stop: Callable[[str], bool] | None = None,
+             share_prefix: bool = True) -> list[str]:
+    """Greedy continuations, batched. The prompts' shared token prefix is prefilled once (`share_prefix`), and a
+    row stops early once `stop(text so far)` holds (its text is then a prefix of the full continuation)."""
+    from transformers import StoppingCriteriaList
+
+    ids = _token_ids(tokenizer, [chat_text(tokenizer, p, use_chat_template) for p in prompts])
+    shared = ids[0][:common_prefix(ids)] if share_prefix else []
+    prefix = PrefixCache(model, shared)
     outputs = []
-    for chunk in batches(prompts, batch_size):
-        texts = [chat_text(tokenizer, p, use_chat_template) for p in chunk]
-        enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        tokens = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=tokenizer.pad_token_id, top_p=None, top_k=None, temperature=None)
-        outputs += tokenizer.batch_decode(tokens[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    for chunk in batches(ids, batch_size):
+        input_ids, mask = left_padded(shared, [row[len(shared):] for row in chunk], tokenizer.pad_token_id)
+        criteria = StoppingCriteriaList([StopWhenDecided(tokenizer, input_ids.shape[1], stop)] if stop else [])
+        tokens = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
+                                past_key_values=prefix.for_batch(len(chunk)), max_new_tokens=max_new_tokens,
+                                do_sample=False, stopping_criteria=criteria, pad_token_id=tokenizer.pad_token_id,
+                                top_p=None, top_k=None, temperature=None)
+        outputs += tokenizer.batch_decode(tokens[:, input_ids.shape[1]:], skip_special_tokens=True)
     return outputs
 
 
 @torch.no_grad()
 def target_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]],
-                   batch_size: int = 64, use_chat_template: bool = True) -> list[float]:
-    """Mean per-token log-probability of each target after its prompt, one value per pair (right padding)."""
-    tokenizer.padding_side = "right"
+                   batch_size: int = 64, use_chat_template: bool = True, share_prefix: bool = True) -> list[float]:
+    """Mean per-token log-probability of each target after its prompt, one value per pair (right padding after
+    the prompts' shared prefix, which is prefilled once)."""
+    prompts = _token_ids(tokenizer, [chat_text(tokenizer, p, use_chat_template) for p, _ in pairs])
+    targets = _token_ids(tokenizer, [t for _, t in pairs])
+    shared = prompts[0][:common_prefix(prompts)] if share_prefix else []
+    prefix = PrefixCache(model, shared)
     scores = []
-    try:
-        for chunk in batches(pairs, batch_size):
-            prompts = [tokenizer(chat_text(tokenizer, p, use_chat_template), add_special_tokens=False)["input_ids"]
-                       for p, _ in chunk]
-            targets = [tokenizer(t, add_special_tokens=False)["input_ids"] for _, t in chunk]
-            length = max(len(p) + len(t) for p, t in zip(prompts, targets))
-            ids = torch.full((len(chunk), length), tokenizer.pad_token_id)
-            mask = torch.zeros_like(ids)
-            target_mask = torch.zeros_like(ids, dtype=torch.bool)
-            for row, (p, t) in enumerate(zip(prompts, targets)):
-                ids[row, :len(p) + len(t)] = torch.tensor(p + t)
-                mask[row, :len(p) + len(t)] = 1
-                target_mask[row, len(p):len(p) + len(t)] = True
-            hidden = model.base_model(input_ids=ids.to(model.device),
-                                      attention_mask=mask.to(model.device)).last_hidden_state
-            # Logits only where a target token is predicted: the vocabulary projection dominates otherwise.
-            predicts = target_mask[:, 1:].to(model.device)  # position t predicts token t + 1
-            logits = model.get_output_embeddings()(hidden[:, :-1][predicts]).float()
-            logprobs = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].to(model.device)[predicts][:, None])[:, 0]
-            rows = torch.arange(len(chunk), device=model.device)[:, None].expand_as(predicts)[predicts]
-            sums = torch.zeros(len(chunk), device=model.device).index_add_(0, rows, logprobs)
-            scores += (sums / predicts.sum(1)).tolist()
-    finally:
-        tokenizer.padding_side = "left"
+    for rows in batches(list(range(len(pairs))), batch_size):
+        own = [prompts[r][len(shared):] for r in rows]
+        length = max(len(p) + len(targets[r]) for p, r in zip(own, rows))
+        ids = torch.full((len(rows), length), tokenizer.pad_token_id)
+        mask = torch.zeros((len(rows), len(shared) + length), dtype=torch.long)
+        mask[:, :len(shared)] = 1
+        target_mask = torch.zeros_like(ids, dtype=torch.bool)
+        for row, (p, r) in enumerate(zip(own, rows)):
+            t = targets[r]
+            ids[row, :len(p) + len(t)] = torch.tensor(p + t)
+            mask[row, len(shared):len(shared) + len(p) + len(t)] = 1
+            target_mask[row, len(p):len(p) + len(t)] = True
+        positions = torch.arange(len(shared), len(shared) + length)[None].expand_as(ids)
+        hidden = model.base_model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                                  position_ids=positions.to(model.device),
+                                  past_key_values=prefix.for_batch(len(rows))).last_hidden_state
+        # Logits only where a target token is predicted: the vocabulary projection dominates otherwise.
+        predicts = target_mask[:, 1:].to(model.device)  # position t predicts token t + 1
+        logits = model.get_output_embeddings()(hidden[:, :-1][predicts]).float()
+        logprobs = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].to(model.device)[predicts][:, None])[:, 0]
+        index = torch.arange(len(rows), device=model.device)[:, None].expand_as(predicts)[predicts]
+        sums = torch.zeros(len(rows), device=model.device).index_add_(0, index, logprobs)
+        scores += (sums / predicts.sum(1)).tolist()
     return scores
 
 
@@ -128,22 +162,26 @@ def score_outcomes(outcomes: dict[str, list[float]]) -> dict:
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile: Profile = FULL,
-             callback: Callback | None = None, judge: bool = False) -> dict:
+             callback: Callback | None = None, judge: bool = False, speedups: bool = True) -> dict:
     """The four scores, with the profile and prompt counts that produced them; with `judge`, also the mean
-    1-5 harmfulness of the refusal generations from the LLM judge (explorer.extras)."""
+    1-5 harmfulness of the refusal generations from the LLM judge (explorer.extras). `speedups` (the default)
+    prefills the shared chat prefix once and stops each generation once its verdict is decided."""
     start = time.perf_counter()
     harmful = list(advbench_split("evaluation"))
     problems = list(word_problems("evaluation", profile.utility_prompts))
     benign = list(benign_split("evaluation")[:profile.benign_prompts])
     steps = [
         ("target log-prob", lambda: target_logprob(
-            model, tokenizer, [(b.goal, b.target) for b in harmful[:profile.logprob_prompts]], profile.batch_size)),
-        ("refusal on harmful prompts", lambda: generate(model, tokenizer, [b.goal for b in harmful[:profile.refusal_prompts]],
-                                                        profile.refusal_tokens, profile.batch_size)),
+            model, tokenizer, [(b.goal, b.target) for b in harmful[:profile.logprob_prompts]], profile.batch_size,
+            share_prefix=speedups)),
+        ("refusal on harmful prompts", lambda: generate(
+            model, tokenizer, [b.goal for b in harmful[:profile.refusal_prompts]], profile.refusal_tokens,
+            profile.batch_size, stop=refusal_decided if speedups else None, share_prefix=speedups)),
         ("word problems", lambda: generate(model, tokenizer, [p.question for p in problems], profile.utility_tokens,
-                                           profile.batch_size)),
+                                           profile.batch_size, stop=answer_decided if speedups else None, share_prefix=speedups)),
         ("over-refusal on benign prompts", lambda: generate(model, tokenizer, benign, profile.refusal_tokens,
-                                                            profile.batch_size)),
+                                                            profile.batch_size, stop=refusal_decided if speedups else None,
+                                                            share_prefix=speedups)),
     ]
     results = []
     for done, (label, run) in enumerate(steps):

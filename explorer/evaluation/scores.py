@@ -7,7 +7,7 @@ from explorer.core.cache import cache_key, cached_json
 from explorer.core.errors import ParameterError
 from explorer.core.progress import Callback
 from explorer.evaluation.evaluate import PROFILES, evaluate
-from explorer.weights.projection import apply_projection, check_point
+from explorer.weights.projection import PAPER_SIDE, apply_projection, check_point
 
 
 def _profile(name: str):
@@ -36,18 +36,19 @@ class PointScorer:
         self._tokenizer = None
 
     def score(self, variant: str, method: str, subspace: str, frac: float, seed: int = 0, profile: str = "full",
-              callback: Callback | None = None) -> dict:
-        check_point(method, subspace, frac)
+              callback: Callback | None = None, side: str = PAPER_SIDE) -> dict:
+        check_point(method, subspace, frac, side)
         profile_ = _profile(profile)
         prints = self.family.fingerprints()
         key = cache_key("point-scores", base=prints["base"], aligned=prints[ALIGNED], variant=prints.get(variant),
-                        method=method, subspace=subspace, frac=round(frac, 6), seed=seed, profile=profile_)
+                        method=method, subspace=subspace, frac=round(frac, 6), seed=seed, profile=profile_, side=side)
 
         def compute() -> dict:
             if self._model is None:
                 self._model = load_model(self.family, ALIGNED)
                 self._tokenizer = load_tokenizer(self.family, ALIGNED)
-            metrics = apply_projection(self._model, self.family, variant, method, subspace, frac, seed, callback)
+            metrics = apply_projection(self._model, self.family, variant, method, subspace, frac, seed, callback,
+                                       side)
             return {**metrics, **evaluate(self._model, self._tokenizer, profile_, callback)}
 
         return cached_json("scores", key, compute)

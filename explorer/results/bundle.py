@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from explorer.core import jsontext
 from explorer.core.config import settings
 from explorer.core.errors import CacheMissError
 
@@ -28,8 +29,8 @@ def write_bundle(name: str, manifest: dict, scores: dict, tables: dict[str, pd.D
     target = bundle_dir(name)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{name}."))
-    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    (tmp / "scores.json").write_text(json.dumps(scores, indent=1, sort_keys=True))
+    (tmp / "manifest.json").write_text(jsontext.dumps(manifest, indent=1, sort_keys=True))
+    (tmp / "scores.json").write_text(jsontext.dumps(scores, sort_keys=True))
     for table, frame in tables.items():
         frame.to_parquet(tmp / f"{table}.parquet", index=False, compression="zstd")
     os.chmod(tmp, 0o755)

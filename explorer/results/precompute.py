@@ -18,10 +18,11 @@ from explorer import __version__
 from explorer.checkpoints.family import Family, load_family
 from explorer.core.cache import CACHE_VERSION
 from explorer.core.progress import Callback, track
+from explorer.evaluation.evaluate import SCORES
 from explorer.evaluation.scores import PointScorer, member_scores
 from explorer.results.bundle import write_bundle
 from explorer.weights.mso import update_mso
-from explorer.weights.projection import SUBSPACES, projection_stats
+from explorer.weights.projection import PAPER_SIDE, SIDES, SUBSPACES, projection_stats
 from explorer.weights.spectra import spectra
 
 GRID_FRACS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
@@ -55,27 +56,57 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
         pairs = family_pairs(family)
         tables["update_mso"] = pd.concat([frame.assign(a=a, b=b) for (a, b), frame in
                                           update_mso(family, pairs, callback=callback).items()], ignore_index=True)
-    curves, removed, grid = [], [], []
+    curves, removed, grid, outcomes = [], [], [], []
     with _timed(timings, "projection_bases"):
-        stats = {v: projection_stats(family, v, seed, keep_bases=True, callback=callback) for v in family.finetuned}
-    for variant, st in stats.items():
+        # Energy curves on both sides; bases kept only for the paper's side, which the grid scores.
+        stats = {(side, v): projection_stats(family, v, seed, keep_bases=side == PAPER_SIDE, callback=callback,
+                                             side=side) for side in SIDES for v in family.finetuned}
+    for (side, variant), st in stats.items():
         for method in ("same", "orth", "opp"):
             for subspace in SUBSPACES:
                 for frac in CURVE_FRACS:
                     curves.append({"variant": variant, "method": method, "subspace": subspace, "frac": frac,
-                                   **st.point(method, subspace, frac)})
+                                   "side": side, **st.point(method, subspace, frac)})
     scorer = PointScorer(family)
-    points = [(v, m, s, f) for v in family.finetuned for m in GRID_METHODS for s in SUBSPACES for f in grid_fracs]
+    # The findings read the contaminated fine-tune first: score it first, so an interrupted run has it.
+    variants = sorted(family.finetuned, key=lambda v: v != "contaminated")
+    points = [(v, m, s, f) for v in variants for m in GRID_METHODS for s in SUBSPACES for f in grid_fracs]
     with _timed(timings, "projection_grid"):
         for variant, method, subspace, frac in track(points, "projection grid", callback=callback):
-            point = scorer.score(variant, method, subspace, frac, seed, grid_profile)
-            grid.append({k: v for k, v in point.items() if k not in ("samples", "settings", "counts")})
-            layer = stats[variant].removed_by_layer(method, subspace, frac)
-            removed.append(layer.assign(variant=variant, method=method, subspace=subspace, frac=frac))
+            point = scorer.score(variant, method, subspace, frac, seed, grid_profile, side=PAPER_SIDE)
+            keys = {"variant": variant, "method": method, "subspace": subspace, "frac": frac, "side": PAPER_SIDE}
+            grid.append(grid_row(point))
+            outcomes += outcome_rows(point["outcomes"], keys)
+            layer = stats[(PAPER_SIDE, variant)].removed_by_layer(method, subspace, frac)
+            removed.append(layer.assign(**keys))
+    if grid_profile != profile:  # the unprojected fine-tunes on the grid's prompts, for like-for-like deltas
+        with _timed(timings, "grid_reference"):
+            tables["grid_reference"] = pd.DataFrame(
+                [{"member": m, **grid_row(member_scores(family, m, grid_profile, callback))} for m in family.finetuned])
+            outcomes += [row for m in family.finetuned for row in outcome_rows(
+                member_scores(family, m, grid_profile)["outcomes"], {"variant": m, "method": "unprojected"})]
     tables["energy_curves"] = pd.DataFrame(curves)
     tables["projection"] = pd.DataFrame(grid)
+    tables["projection_outcomes"] = pd.DataFrame(outcomes)
     tables["removed_by_layer"] = pd.concat(removed, ignore_index=True)
     return scores, tables
+
+
+def grid_row(point: dict) -> dict:
+    """A scored point as a flat row: scores with `<score>_lo`/`_hi` interval columns and `n_<outcome>` counts."""
+    row = {k: v for k, v in point.items()
+           if k not in ("samples", "settings", "counts", "outcomes") and not k.endswith("_ci")}
+    for score in SCORES:
+        interval = point.get(f"{score}_ci") or (None, None)
+        row[f"{score}_lo"], row[f"{score}_hi"] = interval
+    row.update({f"n_{name}": count for name, count in point.get("counts", {}).items()})
+    return row
+
+
+def outcome_rows(outcomes: dict[str, list[float]], keys: dict) -> list[dict]:
+    """Per-prompt outcomes of one point in long form, so every statistic can be recomputed from the bundle."""
+    return [{**keys, "outcome": name, "prompt": i, "value": float(v)}
+            for name, values in outcomes.items() for i, v in enumerate(values)]
 
 
 def precompute(family_path: str | Path, profile: str = "full", seed: int = 0, grid_fracs=GRID_FRACS,
@@ -105,7 +136,9 @@ def precompute(family_path: str | Path, profile: str = "full", seed: int = 0, gr
         "profile": profile,
         "grid_profile": grid_profile,
         "seed": seed,
-        "grid": {"fracs": list(grid_fracs), "methods": list(GRID_METHODS), "subspaces": list(SUBSPACES)},
+        "grid": {"fracs": list(grid_fracs), "methods": list(GRID_METHODS), "subspaces": list(SUBSPACES),
+                 "side": PAPER_SIDE, "points": len(tables["projection"])},
+        "curve_sides": list(SIDES),
         "timings_s": timings,
         "versions": {"explorer": __version__, "cache": CACHE_VERSION, "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version()},

@@ -8,11 +8,12 @@ import pandas as pd
 from explorer.checkpoints.family import read_family_spec
 from explorer.evaluation.evaluate import SCORES
 from explorer.results.bundle import Bundle
+from explorer.results.findings import findings
 
-PROJECTION_COLUMNS = ["variant", "method", "subspace", "frac", "energy_kept_ratio", "cosine_task_kept",
+PROJECTION_COLUMNS = ["variant", "method", "subspace", "frac", "side", "energy_kept_ratio", "cosine_task_kept",
                       "cosine_task_alignment", "k_total", *SCORES, "profile"]
 ACTIVATION_COLUMNS = {
-    "activation_mso": ["member", "a", "b", "layer", "energy_frac", "mso", "mso_random"],
+    "activation_mso": ["member", "a", "b", "centered", "layer", "energy_frac", "k_a", "k_b", "mso", "mso_random"],
     "refusal_direction": ["member", "layer", "gap", "cosine_with_alignment_update"],
     "probe": ["member", "layer", "accuracy"],
 }
@@ -26,6 +27,27 @@ def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
     return frame[[c for c in columns if c in frame]].to_dict("records")
 
 
+def model_entry(scores: dict) -> dict:
+    """A member's scores with `<score>_ci` and `counts`, without the per-prompt outcomes."""
+    entry = {k: scores.get(k) for k in (*SCORES, "profile")}
+    entry.update({f"{s}_ci": scores.get(f"{s}_ci") for s in SCORES})
+    entry["counts"] = scores.get("counts")
+    return entry
+
+
+def projection_entries(frame: pd.DataFrame) -> list[dict]:
+    """Grid rows with `<score>_ci` = [lo, hi] and `counts`, from the bundle's flat interval and count columns."""
+    rows = []
+    for record in frame.to_dict("records"):
+        row = {c: record[c] for c in PROJECTION_COLUMNS if c in record}
+        for score in SCORES:
+            lo, hi = record.get(f"{score}_lo"), record.get(f"{score}_hi")
+            row[f"{score}_ci"] = None if lo is None or hi is None or pd.isna(lo) or pd.isna(hi) else [lo, hi]
+        row["counts"] = {k[2:]: int(v) for k, v in record.items() if k.startswith("n_") and pd.notna(v)}
+        rows.append(row)
+    return rows
+
+
 def headline(family_path: str | Path) -> dict:
     bundle = bundle_for(family_path)
     manifest = bundle.manifest
@@ -33,8 +55,10 @@ def headline(family_path: str | Path) -> dict:
         "family": manifest["family"],
         "created": manifest["created"],
         "command": manifest["command"],
-        "models": {m: {k: s[k] for k in (*SCORES, "profile")} for m, s in bundle.scores.items()},
-        "projection": _records(bundle.table("projection"), PROJECTION_COLUMNS),
+        "grid": manifest.get("grid"),
+        "models": {m: model_entry(s) for m, s in bundle.scores.items()},
+        "projection": projection_entries(bundle.table("projection")),
+        "findings": [f.as_json() for f in findings(bundle)],
     }
     mso = bundle.table("update_mso")
     matrices = mso[mso["cols"] > 1]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
 from explorer.checkpoints.architectures import tensor_role
 from explorer.checkpoints.family import Family
@@ -31,7 +32,8 @@ COLUMNS = ["group", "granularity", "energy_frac", "k_a", "k_b", "mso", "mso_rand
 def _pair_key(family: Family, a: str, b: str, energies: list[float]) -> str:
     prints = family.fingerprints()
     members = sorted({m for u in (a, b) for m in update_members(family, u)})
-    return cache_key("update-mso", a=a, b=b, energies=energies, members={m: prints[m] for m in members})
+    return cache_key("update-mso", a=a, b=b, energies=energies, members={m: prints[m] for m in members},
+                     precision="float64")
 
 
 def update_mso(family: Family, pairs: list[tuple[str, str]], energies: list[float] | None = None,
@@ -59,7 +61,7 @@ def update_mso(family: Family, pairs: list[tuple[str, str]], energies: list[floa
         bases = {}
         for update in needed:
             matrix = as_matrix(update_tensor(family, update, name))
-            basis, values = left_svd(matrix)
+            basis, values = left_svd(matrix, dtype=torch.float64)
             bases[update] = (basis, (values.double() ** 2).numpy(), matrix.shape[1])
         for a, b in todo:
             curve = overlap_curve(bases[a][0], bases[a][1], bases[b][0], bases[b][1], energies)

@@ -2,10 +2,14 @@
 
 One exact SVD of the alignment update per tensor serves every k: with C = U^T dT, P_k dT = U[:, :k] C[:k]
 and ||P_k dT||^2 is the sum of the first k squared row norms of C. 1-D tensors are (d, 1) columns, so their
-"subspace" is the direction of the alignment update, as in the paper. A tall matrix (M > N) is projected on
-its smaller side (dT V_k V_k^T, i.e. the same maths on the transposes): the left subspace of a tall matrix has
-only N of M dimensions, so left projection could never reproduce the fine-tune at full rank. The random control is a seeded
-Gaussian basis orthonormalised by QR: its first k columns span a uniformly random k-dim subspace for every k.
+"subspace" is the direction of the alignment update, as in the paper.
+
+Two sides. `left` (the paper's and its code's, the default) projects every 2-D tensor with the left singular
+vectors of dA. `short` projects a tall matrix (M > N) on its smaller side, dT V_k V_k^T (the same maths on the
+transposes): the left subspace of a tall matrix has only N of M dimensions, so left projection can never
+reproduce the fine-tune at full rank. The two agree on square and wide matrices and on 1-D tensors.
+The random control is a seeded Gaussian basis orthonormalised by QR: its first k columns span a uniformly
+random k-dim subspace for every k.
 """
 from __future__ import annotations
 
@@ -36,6 +40,8 @@ from explorer.weights.updates import update_tensor
 
 METHODS = ("same", "orth", "opp")
 SUBSPACES = ("alignment", "random", "random-k")
+SIDES = ("left", "short")
+PAPER_SIDE = "left"
 
 
 def rank_k(rank: int, frac: float) -> int:
@@ -43,13 +49,20 @@ def rank_k(rank: int, frac: float) -> int:
     return max(1, round(frac * rank))
 
 
-def oriented(tensor: torch.Tensor) -> torch.Tensor:
-    """The view the projection acts on: 1-D as a (d, 1) column, tall matrices transposed."""
+def oriented(tensor: torch.Tensor, side: str = PAPER_SIDE) -> torch.Tensor:
+    """The view the projection acts on: 1-D as a (d, 1) column; on the `short` side, tall matrices transposed."""
     matrix = as_matrix(tensor)
-    return matrix.T if tensor.ndim == 2 and matrix.shape[0] > matrix.shape[1] else matrix
+    return matrix.T if side == "short" and tensor.ndim == 2 and matrix.shape[0] > matrix.shape[1] else matrix
 
 
-def check_point(method: str, subspace: str, frac: float) -> None:
+def check_side(side: str) -> str:
+    if side not in SIDES:
+        raise ParameterError(f"unknown projection side {side!r}; choose from {', '.join(SIDES)}")
+    return side
+
+
+def check_point(method: str, subspace: str, frac: float, side: str = PAPER_SIDE) -> None:
+    check_side(side)
     if method not in METHODS:
         raise ParameterError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
     if subspace not in SUBSPACES:
@@ -120,14 +133,14 @@ def _load_stats(path: Path) -> ProjectionStats | None:
     return ProjectionStats(tensors, cumulative)
 
 
-def _keys(family: Family, variant: str, seed: int) -> tuple[str, str]:
+def _keys(family: Family, variant: str, seed: int, side: str) -> tuple[str, str]:
     prints = family.fingerprints()
-    align_key = cache_key("alignment-basis", base=prints[BASE], aligned=prints[ALIGNED], seed=seed)
+    align_key = cache_key("alignment-basis", base=prints[BASE], aligned=prints[ALIGNED], seed=seed, side=side)
     return align_key, cache_key("task-coeffs", alignment=align_key, member=prints[variant])
 
 
 def projection_stats(family: Family, variant: str, seed: int = 0, keep_bases: bool = False,
-                     callback: Callback | None = None) -> ProjectionStats:
+                     callback: Callback | None = None, side: str = PAPER_SIDE) -> ProjectionStats:
     """Energies of a task update in the alignment, random-k and random subspaces, cached.
 
     With keep_bases, the bases and coefficients are also written under cache/bases so that projected
@@ -136,7 +149,8 @@ def projection_stats(family: Family, variant: str, seed: int = 0, keep_bases: bo
     if variant not in family.finetuned:
         raise ParameterError(f"{variant!r} is not a fine-tuned member of {family.name!r}; "
                              f"choose from {', '.join(family.finetuned)}")
-    align_key, task_key = _keys(family, variant, seed)
+    check_side(side)
+    align_key, task_key = _keys(family, variant, seed, side)
     stats_path = result_path("projection", task_key, "")
     bases = settings().bases_dir
     cached = _load_stats(stats_path)
@@ -148,8 +162,8 @@ def projection_stats(family: Family, variant: str, seed: int = 0, keep_bases: bo
     rows, cumulative = [], {s: [] for s in SUBSPACES}
     try:
         for i, name in enumerate(track(family.tensor_names, f"projection bases of {variant}", callback=callback)):
-            task = oriented(update_tensor(family, variant, name))
-            align = oriented(update_tensor(family, "alignment", name))
+            task = oriented(update_tensor(family, variant, name), side)
+            align = oriented(update_tensor(family, "alignment", name), side)
             if align_dir is not None:
                 basis, rand_basis, perm = (torch.from_numpy(np.array(_load(align_dir, i, label)))
                                            for label in ("U", "Q", "perm"))
@@ -213,11 +227,11 @@ def _publish(tmp: Path, target: Path) -> None:
 
 @torch.no_grad()
 def apply_projection(model: torch.nn.Module, family: Family, variant: str, method: str, subspace: str, frac: float,
-                     seed: int = 0, callback: Callback | None = None) -> dict[str, float]:
+                     seed: int = 0, callback: Callback | None = None, side: str = PAPER_SIDE) -> dict[str, float]:
     """Write W = W_A + (projected task update) into a loaded model's parameters, in place; return the metrics."""
-    check_point(method, subspace, frac)
-    stats = projection_stats(family, variant, seed, keep_bases=True, callback=callback)
-    align_key, task_key = _keys(family, variant, seed)
+    check_point(method, subspace, frac, side)
+    stats = projection_stats(family, variant, seed, keep_bases=True, callback=callback, side=side)
+    align_key, task_key = _keys(family, variant, seed, side)
     align_dir, task_dir = settings().bases_dir / align_key, settings().bases_dir / task_key
     params = dict(model.named_parameters())
     aligned = family.store(ALIGNED)
@@ -232,7 +246,7 @@ def apply_projection(model: torch.nn.Module, family: Family, variant: str, metho
         chosen = torch.from_numpy(np.array(_load(align_dir, i, "perm")))[:k] if subspace == "random-k" else slice(0, k)
         projected = on_device(basis[:, chosen], coeffs[chosen])
         base = aligned.tensor(name)
-        projected = projected.reshape(base.shape) if base.ndim == 1 else projected.reshape_as(oriented(base))
+        projected = projected.reshape(base.shape) if base.ndim == 1 else projected.reshape_as(oriented(base, side))
         if projected.shape != base.shape:
             projected = projected.T
         if method == "same":
@@ -242,5 +256,5 @@ def apply_projection(model: torch.nn.Module, family: Family, variant: str, metho
         else:
             weight = base + update_tensor(family, variant, name) - projected
         param.copy_(weight.to(param.dtype))
-    return {"variant": variant, "method": method, "subspace": subspace, "frac": frac, "seed": seed,
+    return {"variant": variant, "method": method, "subspace": subspace, "frac": frac, "seed": seed, "side": side,
             **stats.point(method, subspace, frac)}

@@ -33,10 +33,11 @@ def as_matrix(update: torch.Tensor) -> torch.Tensor:
     return update if update.ndim == 2 else update.reshape(-1, 1)
 
 
-def left_svd(matrix: torch.Tensor, device: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def left_svd(matrix: torch.Tensor, device: str | None = None, dtype: torch.dtype = torch.float32
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact thin SVD on the configured device: left singular vectors (d, r) and singular values (r,), on CPU."""
     device = device or settings().device
-    u, s, _ = torch.linalg.svd(matrix.to(device, torch.float32), full_matrices=False)
+    u, s, _ = torch.linalg.svd(matrix.to(device, dtype), full_matrices=False)
     return u.cpu(), s.cpu()
 
 
@@ -60,7 +61,8 @@ def overlap_curve(basis_a: torch.Tensor, sq_a: np.ndarray, basis_b: torch.Tensor
                   energies: list[float]) -> list[tuple[int, int, float, float]]:
     """Mode subspace overlap for every energy fraction from one product of the two bases.
 
-    Returns (k_a, k_b, mso, random baseline) per fraction; MSO is NaN where an update is zero.
+    Returns (k_a, k_b, mso, random baseline) per fraction; MSO is NaN where an update is zero. The product is
+    taken in float64 and the result clipped to [0, 1], which round-off of nearly orthonormal bases can leave.
     """
     ks_a = [energy_rank(sq_a, e) for e in energies]
     ks_b = [energy_rank(sq_b, e) for e in energies]
@@ -72,7 +74,8 @@ def overlap_curve(basis_a: torch.Tensor, sq_a: np.ndarray, basis_b: torch.Tensor
     prefix = product.cumsum(0).cumsum(1).numpy()
     rows = []
     for ka, kb in zip(ks_a, ks_b):
-        rows.append((ka, kb, float(prefix[ka - 1, kb - 1]) / min(ka, kb), max(ka, kb) / dim))
+        mso = min(1.0, max(0.0, float(prefix[ka - 1, kb - 1]) / min(ka, kb)))
+        rows.append((ka, kb, mso, max(ka, kb) / dim))
     return rows
 
 

@@ -1,8 +1,10 @@
 """The five findings judge synthetic results the way their stated thresholds say."""
+import numpy as np
 import pandas as pd
+import pytest
 
 from explorer.results.bundle import Bundle, write_bundle
-from explorer.results.findings import findings
+from explorer.results.findings import INCONCLUSIVE, REFUTES, SUPPORTS, findings, judge
 from explorer.results.html_report import render
 
 FRACS = [0.1, 0.25, 0.5, 0.75]
@@ -25,7 +27,7 @@ def _bundle(name, top_energy_boost=0.0, top_utility=0.5, top_refusal=0.2, mso_ra
     update_mso = pd.DataFrame([{"a": "useful", "b": "harmful", "group": f"t{i}", "cols": 8, "energy_frac": e,
                                 "mso": 0.1 * mso_ratio, "mso_random": 0.1} for i in range(3) for e in etas])
     activation = pd.DataFrame([{"member": m, "a": "useful", "b": "harmful", "layer": layer, "energy_frac": e,
-                                "mso": 0.05 * act_ratio, "mso_random": 0.05}
+                                "mso": 0.05 * act_ratio, "mso_random": 0.05, "k_a": 3, "k_b": 2}
                                for m in ("base", "aligned") for layer in range(11) for e in etas])
     scores = {"contaminated": {"utility_accuracy": 0.5, "refusal_rate": 0.1, "over_refusal": 0.0,
                                "target_logprob": -0.2}}
@@ -56,3 +58,38 @@ def test_html_report_has_every_finding_and_its_chart():
     page = render(_bundle("report"))
     assert page.count("<h2>") == 6 and page.count("vegaEmbed(") >= 5
     assert "does not support the paper" not in page
+
+
+def _outcome_bundle(name, prompts, top_utility, top_refusal, seed=0):
+    """A grid with per-prompt outcomes: same-projection points on `prompts` prompts each, paired by prompt."""
+    rng = np.random.default_rng(seed)
+    base = _bundle(name, top_utility=top_utility, top_refusal=top_refusal)
+    grid, outcomes = base.table("projection"), []
+    for row in grid.itertuples():
+        for outcome, rate in (("utility", row.utility_accuracy), ("refusal", row.refusal_rate)):
+            values = (rng.random(prompts) < rate).astype(float)
+            outcomes += [{"variant": row.variant, "method": row.method, "subspace": row.subspace, "frac": row.frac,
+                          "outcome": outcome, "prompt": i, "value": v} for i, v in enumerate(values)]
+    tables = {t: base.table(t) for t in ("energy_curves", "update_mso", "activation_mso")}
+    frame = pd.DataFrame(outcomes)
+    means = frame.groupby(["variant", "method", "subspace", "frac", "outcome"])["value"].mean().unstack()
+    grid = grid.set_index(["variant", "method", "subspace", "frac"])
+    grid["utility_accuracy"], grid["refusal_rate"] = means["utility"], means["refusal"]
+    write_bundle(name, base.manifest, base.scores, {**tables, "projection": grid.reset_index(),
+                                                    "projection_outcomes": frame})
+    return Bundle.load(name)
+
+
+def test_a_small_effect_on_few_prompts_is_inconclusive_and_a_large_one_on_many_is_not():
+    few = findings(_outcome_bundle("few", prompts=8, top_utility=0.36, top_refusal=0.44))[1]
+    many = findings(_outcome_bundle("many", prompts=400, top_utility=0.6, top_refusal=0.2))[1]
+    assert few.verdict == INCONCLUSIVE and few.ci[0] < 0 < few.ci[1]
+    assert many.verdict == SUPPORTS and many.ci[0] > 0 and "95% CI" in many.measured
+
+
+@pytest.mark.parametrize("statistic,ci,below,verdict", [
+    (1.0, (0.8, 1.2), True, SUPPORTS), (1.4, (1.3, 1.6), True, REFUTES), (1.2, (1.0, 1.5), True, INCONCLUSIVE),
+    (0.1, (0.05, 0.2), False, SUPPORTS), (-0.1, (-0.2, -0.01), False, REFUTES), (0.1, None, False, SUPPORTS)])
+def test_three_way_verdicts(statistic, ci, below, verdict):
+    threshold = 1.25 if below else 0.0
+    assert judge(statistic, ci, threshold, supports_below=below) == verdict

@@ -107,11 +107,8 @@ def test_top_subspace_of_aligned_update_keeps_more_of_a_task_update_that_shares_
     aligned, useful = {}, {}
     for k, v in base.items():
         left = torch.randn(oriented(v).shape[0], 3, generator=gen)
-        align_update = low_rank(oriented(v).shape, 3, 0.1, gen, left)
-        task_update = low_rank(oriented(v).shape, 3, 0.1, gen, left)
-        shape_back = (lambda t: t.T) if v.ndim == 2 and v.shape[0] > v.shape[1] else (lambda t: t.reshape(v.shape))
-        aligned[k] = v + shape_back(align_update)
-        useful[k] = aligned[k] + shape_back(task_update)
+        aligned[k] = v + low_rank(oriented(v).shape, 3, 0.1, gen, left).reshape(v.shape)
+        useful[k] = aligned[k] + low_rank(oriented(v).shape, 3, 0.1, gen, left).reshape(v.shape)
     family = load_family(write_family(tmp_path, config, {"base": base, "aligned": aligned, "useful": useful}))
     stats = projection_stats(family, "useful")
     top = stats.point("same", "alignment", 0.1)["energy_kept_ratio"]
