@@ -1,4 +1,4 @@
-"""The study's five findings, each measured on a family's precomputed results and judged against the paper.
+"""The study's six findings, each measured on a family's precomputed results and judged against the paper.
 
 Thresholds (stated in every finding's text so a reader can disagree with them):
 1. energy is "roughly linear" in rho when a straight line explains >= 90% of its variance, and subspaces keep
@@ -7,7 +7,9 @@ Thresholds (stated in every finding's text so a reader can disagree with them):
    (lower refusal) than the random subspace;
 3. orthogonal projection is "no more selective" when, per point of utility lost, it removes no more than
    1.25x the refusal gain of the random subspace;
-4, 5. overlap is "well above" the random baseline when MSO >= 2x the baseline (eta = 0.5).
+4, 5. overlap is "well above" the random baseline when MSO >= 2x the baseline (eta = 0.5);
+6. Safe LoRA separates "no better" than a random subspace when it is at most 1.25x as selective as orthogonal
+   projection onto one (explorer.results.defences).
 """
 from __future__ import annotations
 
@@ -36,6 +38,11 @@ CLAIMS = {
         "baseline.", "Update overlap"),
     5: ("Useful and harmful prompts overlap in activation space", "Useful and harmful prompts overlap in activation "
         "space well above the random baseline.", "Activation space"),
+    6: ("A subspace defence (Safe LoRA) separates safety from utility no better than a random subspace",
+        "The study concludes that subspace-based defences face fundamental limits (it does not test Safe LoRA "
+        "itself). If so, Safe LoRA, which projects a fine-tune's update through an alignment matrix, regains no more "
+        "refusal per unit of utility lost than projecting away a random subspace does.",
+        "Projection lab"),
 }
 
 
@@ -45,6 +52,9 @@ class Finding:
     measured: str
     supported: bool | None  # None: not measurable on this family
     data: pd.DataFrame
+    statistic: float | None = None
+    ci: tuple[float, float] | None = None  # paired-bootstrap 95% interval of the statistic
+    threshold: float | None = None  # the statistic's cut-off between supporting the paper and not
 
     @property
     def title(self) -> str:
@@ -159,5 +169,7 @@ def activation_overlap(bundle: Bundle) -> Finding:
 
 
 def findings(bundle: Bundle) -> list[Finding]:
+    from explorer.results.defences import subspace_defence  # it builds on Finding
+
     return [energy_linearity(bundle), parallel_amplifies(bundle), orthogonal_not_selective(bundle),
-            update_overlap(bundle), activation_overlap(bundle)]
+            update_overlap(bundle), activation_overlap(bundle), subspace_defence(bundle)]

@@ -8,6 +8,7 @@ import pandas as pd
 from explorer.checkpoints.family import read_family_spec
 from explorer.evaluation.evaluate import SCORES
 from explorer.results.bundle import Bundle
+from explorer.results.defences import report_rows
 
 PROJECTION_COLUMNS = ["variant", "method", "subspace", "frac", "energy_kept_ratio", "cosine_task_kept",
                       "cosine_task_alignment", "k_total", *SCORES, "profile"]
@@ -35,6 +36,7 @@ def headline(family_path: str | Path) -> dict:
         "command": manifest["command"],
         "models": {m: {k: s[k] for k in (*SCORES, "profile")} for m, s in bundle.scores.items()},
         "projection": _records(bundle.table("projection"), PROJECTION_COLUMNS),
+        "safelora": report_rows(bundle),
     }
     mso = bundle.table("update_mso")
     matrices = mso[mso["cols"] > 1]
