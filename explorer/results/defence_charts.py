@@ -78,6 +78,7 @@ def defence_tradeoff(safelora: pd.DataFrame, grid: pd.DataFrame, harm: str, refe
             x=f"{harm}:Q", y="utility_accuracy:Q"))
     refs = pd.DataFrame([{"member": m, harm: s[harm], "utility_accuracy": s["utility_accuracy"]}
                          for m, s in references.items()])
+    refs = refs.groupby([harm, "utility_accuracy"], as_index=False)["member"].agg(", ".join)  # one label per spot
     marks = alt.Chart(refs).mark_point(shape="diamond", size=150, filled=True, color="black").encode(
         x=f"{harm}:Q", y="utility_accuracy:Q", tooltip=["member:N", alt.Tooltip(f"{harm}:Q", format=".3f"),
                                                          alt.Tooltip("utility_accuracy:Q", format=".1%")])

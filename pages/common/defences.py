@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import streamlit as st
 
@@ -12,6 +13,14 @@ INTRO = ("**Safe LoRA** (Hsu et al., 2024) projects a fine-tune's update of a we
          "matrix C = V Vᵀ / ‖V‖ (V = aligned − base), but only in the matrices where cos(C·dT, dT) is at most a "
          "threshold τ: where the update looks least like the alignment. Every other tensor keeps its update.")
 VERDICT = {"more": st.success, "less": st.warning, "inconclusive": st.info}
+
+
+@st.cache_data(show_spinner=False)
+def _comparison(folder: str, stamp: float, variant: str):
+    """Bootstraps take about half a second: once per bundle and variant, not at every move of the slider."""
+    from explorer.results.defences import compare_with_orth
+
+    return compare_with_orth(Bundle(Path(folder)), variant)
 
 
 def render(bundle: Bundle) -> None:
@@ -51,7 +60,7 @@ def render(bundle: Bundle) -> None:
                 "bars are 95% intervals.")
     st.altair_chart(defence_charts.defence_tradeoff(scored, grid[grid["variant"] == variant], harm, references, tau),
                     width="content")
-    comparison = defences.compare_with_orth(bundle, variant)
+    comparison = _comparison(str(bundle.folder), (bundle.folder / "manifest.json").stat().st_mtime, variant)
     if comparison is None:
         st.info(f"No comparison on {variant}: the results lack the unprojected point or orthogonal projection.")
     else:
