@@ -38,10 +38,14 @@ def render(bundle: Bundle) -> None:
     variant = left.selectbox("Variant", variants, key="def_variant",
                              index=variants.index("contaminated") if "contaminated" in variants else 0)
     stats = defences.variant_stats(cosines, variant)
+    if stats.candidates.empty:
+        st.info(f"{variant} has no candidate tensor (2-D matrices inside the blocks, or a LoRA adapter's targets "
+                "among them): Safe LoRA leaves it as it is.")
+        return
     scored = points[points["variant"] == variant].sort_values("threshold")
     low = math.floor(float(stats.candidates["cosine"].min()) * 100) / 100
-    high = math.ceil(float(stats.candidates["cosine"].max()) * 100) / 100
-    middle = float(scored[scored["projected_tensors"] > 0]["threshold"].median())
+    high = max(math.ceil(float(stats.candidates["cosine"].max()) * 100) / 100, low + 0.01)
+    middle = float(stats.candidates["cosine"].median())
     tau = right.slider("Threshold τ: project every candidate tensor whose cosine is at most τ", low, high,
                        round(middle, 3), 0.001, format="%.3f", key="def_tau")
     point = stats.point(threshold=tau)
