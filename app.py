@@ -1,4 +1,4 @@
-"""Overview: the study in three sentences, the five findings as measured on the chosen family, member scores."""
+"""Overview: the study in three sentences, the six findings as measured on the chosen family, member scores."""
 import pandas as pd
 import streamlit as st
 
@@ -25,7 +25,7 @@ right.caption(f"Scores from the **{bundle.manifest['profile']}** profile: refusa
 
 PAGES = {"Projection lab": "pages/2_Projection_lab.py", "Update overlap": "pages/3_Update_overlap.py",
          "Activation space": "pages/4_Activation_space.py"}
-st.subheader("The five findings, measured")
+st.subheader("The six findings, measured")
 measured = findings(bundle)
 for finding in measured:
     with st.container(border=True):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from explorer.checkpoints.family import load_family
 from explorer.core import jsontext
-from explorer.core.errors import ExplorerError
+from explorer.core.errors import ExplorerError, ParameterError
 from explorer.weights.subspaces import DEFAULT_ENERGIES
 
 
@@ -41,6 +41,12 @@ def cmd_mso(args: argparse.Namespace) -> None:
 def cmd_project(args: argparse.Namespace) -> None:
     from explorer.weights.projection import check_point, projection_stats
 
+    if args.method == "safelora":
+        return cmd_safelora(args)
+    if args.threshold is not None or args.layers is not None:
+        raise ParameterError("--threshold and --layers belong to --method safelora")
+    if args.subspace is None or args.frac is None:
+        raise ParameterError(f"--method {args.method} needs --subspace and --frac")
     check_point(args.method, args.subspace, args.frac, args.side)
     family = load_family(args.family)
     stats = projection_stats(family, args.variant, args.seed, side=args.side)
@@ -57,6 +63,29 @@ def cmd_project(args: argparse.Namespace) -> None:
         print(jsontext.dumps(point))
     else:
         print("\n".join(f"{key:>22}: {value}" for key, value in point.items()))
+
+
+def cmd_safelora(args: argparse.Namespace) -> None:
+    from explorer.weights.safelora import METHOD, check_selection, safelora_stats
+
+    if args.subspace is not None or args.frac is not None:
+        raise ParameterError("--subspace and --frac belong to the projection methods; Safe LoRA takes --threshold "
+                             "or --layers")
+    check_selection(args.threshold, args.layers)
+    family = load_family(args.family)
+    stats = safelora_stats(family, args.variant)
+    point = {"variant": args.variant, "method": METHOD, "threshold": args.threshold, "layers": args.layers,
+             **stats.point(args.threshold, args.layers)}
+    if args.evaluate:
+        from explorer.evaluation.scores import PointScorer
+
+        scored = PointScorer(family).score_safelora(args.variant, args.threshold, args.layers, args.evaluate)
+        point.update({k: v for k, v in scored.items() if k not in point and k not in ("settings", "outcomes")})
+    if args.json:
+        point["projected"] = stats.projected(args.threshold, args.layers)
+        print(jsontext.dumps(point))
+    else:
+        print("\n".join(f"{key:>22}: {value}" for key, value in point.items() if key != "outcomes"))
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -158,12 +187,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(run=cmd_mso)
 
-    p = sub.add_parser("project", help="metrics of one projection point")
+    p = sub.add_parser("project", help="metrics of one projection or Safe LoRA point")
     p.add_argument("family")
     p.add_argument("--variant", required=True)
-    p.add_argument("--method", required=True, choices=["same", "orth", "opp"])
-    p.add_argument("--subspace", required=True, choices=["alignment", "random", "random-k"])
-    p.add_argument("--frac", required=True, type=float)
+    p.add_argument("--method", required=True, choices=["same", "orth", "opp", "safelora"])
+    p.add_argument("--subspace", choices=["alignment", "random", "random-k"], help="same, orth and opp")
+    p.add_argument("--frac", type=float, help="rank fraction ρ (same, orth and opp)")
+    p.add_argument("--threshold", type=float, help="safelora: project tensors whose cosine is at most τ")
+    p.add_argument("--layers", type=int, help="safelora: project the N tensors with the lowest cosine")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--side", choices=list(SIDES), default=PAPER_SIDE,
                    help="left: the paper's P_k dT for every matrix (default); short: tall matrices as dT V_k V_k^T")

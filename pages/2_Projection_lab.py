@@ -73,3 +73,8 @@ if len(at):
     st.altair_chart(charts.removed_by_layer(at), width="stretch")
 ui.download(grid, "projection grid", "projection-grid.csv", key="dl_grid")
 ui.download(curve, "energy curves", f"energy-{variant}-{method}.csv", key="dl_curves")
+
+st.header("Defences: Safe LoRA beside the projections")
+from pages.common import defences  # noqa: E402
+
+defences.render(bundle)

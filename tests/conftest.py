@@ -55,6 +55,24 @@ def random_family(root: Path, config, seed: int = 0, finetuned=("useful", "harmf
     return write_family(root, config, members)
 
 
+def adapter_family(llama_family: Path, tmp_path: Path, **lora):
+    """A family whose one fine-tuned member is a random LoRA adapter over the aligned model; with its merged state."""
+    from peft import LoraConfig, get_peft_model
+
+    from explorer.checkpoints.family import load_family
+
+    aligned_dir = llama_family.parent / "aligned"
+    model = AutoModelForCausalLM.from_pretrained(aligned_dir)
+    torch.manual_seed(0)
+    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **lora))
+    peft_model.save_pretrained(tmp_path / "adapter")
+    merged = peft_model.merge_and_unload().state_dict()
+    toml = tmp_path / "family.toml"
+    toml.write_text(f'name = "lora"\nbase = "{llama_family.parent / "base"}"\naligned = "{aligned_dir}"\n'
+                    f'[finetuned]\nadapter = "{tmp_path / "adapter"}"\n')
+    return load_family(toml), merged
+
+
 @pytest.fixture(scope="session")
 def llama_family(tmp_path_factory) -> Path:
     return random_family(tmp_path_factory.mktemp("llama"), LlamaConfig(**TINY))

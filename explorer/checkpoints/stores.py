@@ -267,6 +267,11 @@ class LoraStore(TensorStore):
                 alpha = value
         return alpha / (rank**0.5 if self._cfg.get("use_rslora") else rank)
 
+    @property
+    def lora_targets(self) -> set[str]:
+        """Names of the parent's tensors that the adapter updates through low-rank factors."""
+        return set(self._factors)
+
     def delta(self, name: str) -> torch.Tensor | None:
         """The adapter's update of one tensor, or None where the adapter leaves it unchanged."""
         if name in self._replaced:

@@ -8,6 +8,8 @@ from explorer.core.errors import ParameterError
 from explorer.core.progress import Callback
 from explorer.evaluation.evaluate import PROFILES, evaluate
 from explorer.weights.projection import PAPER_SIDE, apply_projection, check_point
+from explorer.weights.safelora import METHOD as SAFELORA
+from explorer.weights.safelora import apply_safelora, safelora_stats
 
 
 def _profile(name: str):
@@ -28,7 +30,8 @@ def member_scores(family: Family, member: str, profile: str = "full", callback: 
 
 
 class PointScorer:
-    """Evaluates projection points of one family, loading the aligned model once and projecting in place."""
+    """Evaluates projection and Safe LoRA points of one family, loading the aligned model once and writing each
+    point's weights into it in place."""
 
     def __init__(self, family: Family):
         self.family = family
@@ -44,11 +47,33 @@ class PointScorer:
                         method=method, subspace=subspace, frac=round(frac, 6), seed=seed, profile=profile_, side=side)
 
         def compute() -> dict:
-            if self._model is None:
-                self._model = load_model(self.family, ALIGNED)
-                self._tokenizer = load_tokenizer(self.family, ALIGNED)
-            metrics = apply_projection(self._model, self.family, variant, method, subspace, frac, seed, callback,
-                                       side)
-            return {**metrics, **evaluate(self._model, self._tokenizer, profile_, callback)}
+            model = self._aligned_model()
+            metrics = apply_projection(model, self.family, variant, method, subspace, frac, seed, callback, side)
+            return {**metrics, **evaluate(model, self._tokenizer, profile_, callback)}
 
         return cached_json("scores", key, compute)
+
+    def score_safelora(self, variant: str, threshold: float | None = None, layers: int | None = None,
+                       profile: str = "full", callback: Callback | None = None) -> dict:
+        """A Safe LoRA point, cached by the set of tensors it projects: two settings that project the same
+        tensors make the same model and share one evaluation."""
+        profile_ = _profile(profile)
+        stats = safelora_stats(self.family, variant, callback)
+        point = {"variant": variant, "method": SAFELORA, "threshold": threshold, "layers": layers,
+                 **stats.point(threshold, layers)}
+        prints = self.family.fingerprints()
+        key = cache_key("safelora-scores", base=prints["base"], aligned=prints[ALIGNED], variant=prints[variant],
+                        projected=sorted(stats.projected(threshold, layers)), profile=profile_)
+
+        def compute() -> dict:
+            model = self._aligned_model()
+            apply_safelora(model, self.family, variant, threshold, layers, callback)
+            return evaluate(model, self._tokenizer, profile_, callback)
+
+        return {**point, **cached_json("scores", key, compute)}
+
+    def _aligned_model(self):
+        if self._model is None:
+            self._model = load_model(self.family, ALIGNED)
+            self._tokenizer = load_tokenizer(self.family, ALIGNED)
+        return self._model

@@ -9,7 +9,7 @@ import json
 
 import altair as alt
 
-from explorer.results import charts
+from explorer.results import charts, defence_charts
 from explorer.results.bundle import Bundle
 from explorer.results.findings import Finding, findings
 
@@ -30,6 +30,8 @@ def finding_chart(finding: Finding) -> alt.Chart | None:
     if finding.number == 5:
         return charts.per_layer(data, "mso", "Useful vs harmful prompts, η = 0.5", reference="mso_random",
                                 y_title="Activation MSO")
+    if finding.number == 6:
+        return defence_charts.selectivity_bars(data)
     if finding.number == 2:
         variant = "contaminated" if "contaminated" in set(data["variant"]) else data["variant"].iloc[0]
         long = data[data["variant"] == variant].melt(id_vars=["subspace"], value_vars=["utility_accuracy",

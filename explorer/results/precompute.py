@@ -21,6 +21,7 @@ from explorer.core.progress import Callback, track
 from explorer.evaluation.evaluate import SCORES
 from explorer.evaluation.scores import PointScorer, member_scores
 from explorer.results.bundle import write_bundle
+from explorer.results.defences import safelora_tables
 from explorer.weights.mso import update_mso
 from explorer.weights.projection import PAPER_SIDE, SIDES, SUBSPACES, projection_stats
 from explorer.weights.spectra import spectra
@@ -89,6 +90,8 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
     tables["projection"] = pd.DataFrame(grid)
     tables["projection_outcomes"] = pd.DataFrame(outcomes)
     tables["removed_by_layer"] = pd.concat(removed, ignore_index=True)
+    with _timed(timings, "safelora"):
+        tables.update(safelora_tables(family, scorer, grid_profile, callback))
     return scores, tables
 
 

@@ -8,6 +8,7 @@ import pandas as pd
 from explorer.checkpoints.family import read_family_spec
 from explorer.evaluation.evaluate import SCORES
 from explorer.results.bundle import Bundle
+from explorer.results.defences import report_rows
 from explorer.results.findings import findings
 
 PROJECTION_COLUMNS = ["variant", "method", "subspace", "frac", "side", "energy_kept_ratio", "cosine_task_kept",
@@ -58,6 +59,7 @@ def headline(family_path: str | Path) -> dict:
         "grid": manifest.get("grid"),
         "models": {m: model_entry(s) for m, s in bundle.scores.items()},
         "projection": projection_entries(bundle.table("projection")),
+        "safelora": report_rows(bundle),
         "findings": [f.as_json() for f in findings(bundle)],
     }
     mso = bundle.table("update_mso")

@@ -1,6 +1,7 @@
 """Every page through Streamlit's AppTest on a tiny family with precomputed results."""
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -36,10 +37,10 @@ def test_every_page_renders_without_exceptions(tiny_demo, page):
         assert _charts(at), f"{page} shows no chart"
 
 
-def test_overview_shows_five_findings_and_scores(tiny_demo):
+def test_overview_shows_six_findings_and_scores(tiny_demo):
     at = _run("app.py", tiny_demo)
     verdicts = [e.value for e in (*at.success, *at.warning, *at.info)]
-    assert sum(v.startswith(("Supports", "Does not support", "Not measurable")) for v in verdicts) == 5
+    assert sum(v.startswith(("Supports", "Does not support", "Not measurable")) for v in verdicts) == 6
     assert len(at.dataframe) == 1 and set(at.dataframe[0].value.index) >= {"base", "aligned", "useful"}
 
 
@@ -54,6 +55,32 @@ def test_projection_slider_changes_what_is_shown(tiny_demo):
     assert any("not in the precomputed grid" in i.value for i in at.info)
     at.selectbox(key="proj_method").set_value("orth").run()
     assert not at.exception
+
+
+def _defence_map(at):
+    return next(c.proto.spec for c in _charts(at) if "candidate tensors projected" in c.proto.spec)
+
+
+def _projected(at):
+    return next(m.value for m in at.markdown if m.value.startswith("At τ ="))
+
+
+def test_defences_view_follows_the_threshold_and_variant(tiny_demo):
+    at = _run("pages/2_Projection_lab.py", tiny_demo)
+    assert not at.exception and not at.error
+    before, map_before = _projected(at), _defence_map(at)
+    curves = [c.proto for c in _charts(at) if '"Safe LoRA"' in c.proto.spec]
+    settings = {s for chart in curves for data in chart.datasets
+                for s in pa.ipc.open_stream(data.data.data).read_all().to_pandas().get("setting", [])}
+    assert {"Safe LoRA", "orth · alignment", "orth · random", "orth · random-k"} <= settings
+    assert any("fine-tune" in e.value for e in (*at.success, *at.warning, *at.info))
+    at.slider(key="def_tau").set_value(at.slider(key="def_tau").min).run()
+    assert not at.exception
+    assert "**0 of 14** candidate tensors projected" in _projected(at) and _projected(at) != before
+    assert _defence_map(at) != map_before
+    at.selectbox(key="def_variant").set_value("useful").run()
+    at.radio(key="def_harm").set_value("target_logprob").run()
+    assert not at.exception and any("Utility against harm on useful" in m.value for m in at.markdown)
 
 
 def test_projection_compute_live(tiny_demo):

@@ -1,7 +1,6 @@
 import pytest
 import torch
-from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM
+from conftest import adapter_family
 
 from explorer.checkpoints.family import load_family
 from explorer.checkpoints.models import load_model
@@ -10,25 +9,12 @@ from explorer.core.errors import CheckpointError
 from explorer.weights.updates import update_tensor
 
 
-def _adapter_family(llama_family, tmp_path, **lora):
-    aligned_dir = llama_family.parent / "aligned"
-    model = AutoModelForCausalLM.from_pretrained(aligned_dir)
-    torch.manual_seed(0)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, init_lora_weights=False, **lora))
-    peft_model.save_pretrained(tmp_path / "adapter")
-    merged = peft_model.merge_and_unload().state_dict()
-    toml = tmp_path / "family.toml"
-    toml.write_text(f'name = "lora"\nbase = "{llama_family.parent / "base"}"\naligned = "{aligned_dir}"\n'
-                    f'[finetuned]\nadapter = "{tmp_path / "adapter"}"\n')
-    return load_family(toml), merged
-
-
 @pytest.mark.parametrize("lora", [
     {"target_modules": ["q_proj", "v_proj", "down_proj", "gate_proj"]},
     {"target_modules": ["q_proj", "embed_tokens"], "use_rslora": True},
 ])
 def test_lora_update_equals_merged_difference(llama_family, tmp_path, lora):
-    family, merged = _adapter_family(llama_family, tmp_path, **lora)
+    family, merged = adapter_family(llama_family, tmp_path, **lora)
     assert family.sources["adapter"].kind == "lora"
     aligned = family.store("aligned")
     changed = 0
@@ -40,20 +26,20 @@ def test_lora_update_equals_merged_difference(llama_family, tmp_path, lora):
 
 
 def test_lora_member_loads_as_merged_model(llama_family, tmp_path):
-    family, merged = _adapter_family(llama_family, tmp_path, target_modules=["k_proj", "up_proj"])
+    family, merged = adapter_family(llama_family, tmp_path, target_modules=["k_proj", "up_proj"])
     model = load_model(family, "adapter", device="cpu")
     for name, param in model.named_parameters():
         torch.testing.assert_close(param.detach(), merged[name], atol=1e-6, rtol=1e-5)
 
 
 def test_adapter_without_its_base_is_a_clear_error(llama_family, tmp_path):
-    family, _ = _adapter_family(llama_family, tmp_path, target_modules=["q_proj"])
+    family, _ = adapter_family(llama_family, tmp_path, target_modules=["q_proj"])
     with pytest.raises(CheckpointError, match="adapter needs a base model"):
         open_store(Source("lora", str(tmp_path / "adapter")), "adapter")
 
 
 def test_adapter_for_another_architecture_is_a_clear_error(llama_family, qwen_family, tmp_path):
-    _adapter_family(llama_family, tmp_path, target_modules=["q_proj"])
+    adapter_family(llama_family, tmp_path, target_modules=["q_proj"])
     # Same module names but a Qwen2 family: rename a target so it is absent from the parent.
     config = (tmp_path / "adapter" / "adapter_config.json")
     from safetensors.torch import load_file, save_file

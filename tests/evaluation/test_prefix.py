@@ -3,9 +3,9 @@ leave every per-prompt outcome as it was, on a tiny Llama with SmolLM2's real to
 import numpy as np
 import pytest
 import torch
+from conftest import TINY
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
-from conftest import TINY
 from explorer.evaluation.evaluate import (
     SMOKE,
     answer_decided,

@@ -3,7 +3,12 @@ import numpy as np
 import pytest
 
 from explorer.evaluation.evaluate import score_outcomes
-from explorer.evaluation.stats import bootstrap_interval, mean_interval, paired_difference, wilson
+from explorer.evaluation.stats import (
+    bootstrap_interval,
+    mean_interval,
+    paired_difference,
+    wilson,
+)
 
 
 def test_wilson_matches_the_textbook_values():
