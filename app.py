@@ -26,7 +26,8 @@ right.caption(f"Scores from the **{bundle.manifest['profile']}** profile: refusa
 PAGES = {"Projection lab": "pages/2_Projection_lab.py", "Update overlap": "pages/3_Update_overlap.py",
          "Activation space": "pages/4_Activation_space.py"}
 st.subheader("The five findings, measured")
-measured = findings(bundle)
+with ui.errors("Measuring the findings"):
+    measured = findings(bundle)
 for finding in measured:
     with st.container(border=True):
         st.markdown(f"**{finding.number}. {finding.title}**")
@@ -40,6 +41,6 @@ for finding in measured:
         if chart is not None:
             chart_col.altair_chart(chart.properties(height=180), width="stretch")
 
-st.download_button("Download the HTML report of these findings", render(bundle, measured), f"{bundle.manifest['family']}-"
-                   "findings.html", "text/html", key="report")
+st.download_button("Download the HTML report of these findings", lambda: render(bundle, measured),
+                   f"{bundle.manifest['family']}-findings.html", "text/html", key="report")  # drawn on click
 st.caption(f"Precomputed by `{bundle.manifest['command']}` on {bundle.manifest['created']}.")
