@@ -24,12 +24,14 @@ def check_name(name: object, what: str, error: type[ExplorerError] = ParameterEr
 
 
 def inside(folder: Path, name: str) -> Path:
-    """folder / name, refused unless it lies strictly inside `folder` once links and '..' are resolved."""
-    root = folder.resolve()
-    path = (folder / name).resolve()
-    if root not in path.parents:
+    """folder / name, refused unless it lies strictly inside `folder`: '..', an absolute or an empty name would not.
+
+    The test is on the text of the path, so that a link someone placed in the folder on purpose still works.
+    """
+    path = Path(os.path.normpath(folder / name))
+    if Path(os.path.normpath(folder)) not in path.parents:
         raise AccessError(f"{name!r} would leave {folder}")
-    return folder / name
+    return path
 
 
 def allowed_roots() -> list[Path]:

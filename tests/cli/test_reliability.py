@@ -179,3 +179,34 @@ def test_report_html_is_the_overviews_report(tmp_path, cache, capsys):
     assert main(["report", str(family), "--html", str(out)]) == 0
     assert f"wrote the HTML report to {out}" in capsys.readouterr().err
     assert out.read_text(encoding="utf-8") == render(bundle_for(family))
+
+
+def test_allowed_roots_confine_family_files_and_reveal_nothing_outside(llama_family, tmp_path, monkeypatch, capsys):
+    allowed = tmp_path / "allowed"
+    shutil.copytree(llama_family.parent, allowed / "tiny")
+    (tmp_path / "secret.toml").write_text('name = "secret"\n')
+    (tmp_path / "folder").mkdir()
+    (allowed / "link.toml").symlink_to(tmp_path / "secret.toml")
+    monkeypatch.setenv("EXPLORER_ALLOWED_ROOTS", f"{tmp_path / 'elsewhere'}:{allowed}")
+    outside = [tmp_path / "missing.toml", tmp_path / "secret.toml", tmp_path / "folder", allowed / "link.toml",
+               allowed / ".." / "secret.toml"]
+    messages = {_one_line_error(capsys, ["report", str(path), "--json"]).replace(str(path), "PATH")
+                for path in outside}
+    assert messages == {"error: family file 'PATH' is outside the folders this server allows "
+                        "(EXPLORER_ALLOWED_ROOTS)"}
+    assert main(["spectra", str(allowed / "tiny" / "family.toml"), "--update", "alignment", "--out",
+                 str(tmp_path / "s.csv")]) == 0
+
+
+def test_allowed_roots_confine_the_spot_check(llama_family, tmp_path, monkeypatch):
+    from explorer.checkpoints.family import load_family, with_member
+    from explorer.core.errors import AccessError
+
+    allowed = tmp_path / "allowed"
+    shutil.copytree(llama_family.parent / "useful", allowed / "candidate")
+    family = load_family(llama_family)
+    monkeypatch.setenv("EXPLORER_ALLOWED_ROOTS", str(allowed))
+    for spec in (str(llama_family.parent / "harmful"), str(tmp_path / "nothing-here"), "org/model"):
+        with pytest.raises(AccessError, match="server"):
+            with_member(family, "candidate", spec)
+    assert with_member(family, "candidate", str(allowed / "candidate")).sources["candidate"].kind == "checkpoint"
