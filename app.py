@@ -26,20 +26,21 @@ right.caption(f"Scores from the **{bundle.manifest['profile']}** profile: refusa
 PAGES = {"Projection lab": "pages/2_Projection_lab.py", "Update overlap": "pages/3_Update_overlap.py",
          "Activation space": "pages/4_Activation_space.py"}
 st.subheader("The six findings, measured")
-measured = findings(bundle)
+with ui.errors("Measuring the findings"):
+    measured = findings(bundle)
 for finding in measured:
     with st.container(border=True):
         st.markdown(f"**{finding.number}. {finding.title}**")
         st.caption(f"Paper: {finding.paper}")
         text, chart_col = st.columns([3, 2])
-        verdict = {True: text.success, False: text.warning, None: text.info}[finding.supported]
-        verdict({True: "Supports the paper. ", False: "Does not support the paper. ",
-                 None: "Not measurable here. "}[finding.supported] + finding.measured)
+        show = {"supports": text.success, "does not support": text.warning}.get(finding.verdict, text.info)
+        clear = finding.verdict in ("supports", "does not support")
+        show(f"{finding.verdict.capitalize()}{' the paper' if clear else ''}. {finding.measured}")
         text.page_link(PAGES[finding.page], label=f"Explore on the {finding.page} page", icon="➡️")
         chart = finding_chart(finding)
         if chart is not None:
             chart_col.altair_chart(chart.properties(height=180), width="stretch")
 
-st.download_button("Download the HTML report of these findings", render(bundle, measured), f"{bundle.manifest['family']}-"
-                   "findings.html", "text/html", key="report")
+st.download_button("Download the HTML report of these findings", lambda: render(bundle, measured),
+                   f"{bundle.manifest['family']}-findings.html", "text/html", key="report")  # drawn on click
 st.caption(f"Precomputed by `{bundle.manifest['command']}` on {bundle.manifest['created']}.")

@@ -8,8 +8,11 @@ from pathlib import Path
 
 from explorer.checkpoints.family import load_family
 from explorer.core import jsontext
-from explorer.core.errors import ExplorerError, ParameterError
+from explorer.core.errors import ExplorerError, ParameterError, one_line
+from explorer.core.paths import check_output, write_output
 from explorer.weights.subspaces import DEFAULT_ENERGIES
+
+OUTPUTS = ("out", "html")  # options that name a file to write, checked before any work
 
 
 class _Parser(argparse.ArgumentParser):
@@ -18,9 +21,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _write_csv(frame, out: str, columns: list[str]) -> None:
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame[columns].to_csv(path, index=False)
+    path = Path(out).expanduser()
+    write_output(path, lambda p: frame[columns].to_csv(p, index=False))
     print(f"wrote {len(frame)} rows to {path}", file=sys.stderr)
 
 
@@ -112,6 +114,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 def cmd_demo_build(args: argparse.Namespace) -> None:
     from explorer.demo.build import DEMO_FAMILY, BuildConfig, build_demo
 
+    if args.family:
+        check_output(args.family)
     config = BuildConfig(steps=args.steps, lr=args.lr, seed=args.seed)
     start = time.perf_counter()
     family = build_demo(Path(args.family or DEMO_FAMILY), config=config)
@@ -152,8 +156,17 @@ def cmd_precompute(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from explorer.results.report import headline
+    from explorer.results.report import bundle_for, headline
 
+    if args.html:
+        from explorer.results.html_report import render
+
+        path = Path(args.html).expanduser()
+        page = render(bundle_for(args.family))
+        write_output(path, lambda p: p.write_text(page, encoding="utf-8"))
+        print(f"wrote the HTML report to {path}", file=sys.stderr)
+        if not args.json:
+            return
     report = headline(args.family)
     if args.json:
         print(jsontext.dumps(report))
@@ -162,7 +175,8 @@ def cmd_report(args: argparse.Namespace) -> None:
             print(f"{member:>14}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float)))
         for finding in report["findings"]:
             interval = f" (95% CI {finding['ci'][0]:.3g} to {finding['ci'][1]:.3g})" if finding["ci"] else ""
-            print(f"finding {finding['number']}: {finding['verdict']}: statistic {finding['statistic']:.3g}{interval}")
+            value = "" if finding["statistic"] is None else f": statistic {finding['statistic']:.3g}{interval}"
+            print(f"finding {finding['number']}: {finding['verdict']}{value}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -245,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="the precomputed headline of a family, without recomputing")
     p.add_argument("family")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--html", metavar="OUT.html", help="write the Overview's HTML report (self-contained) to this file")
     p.set_defaults(run=cmd_report)
 
     demo = sub.add_parser("demo", help="the offline demo family").add_subparsers(dest="action", required=True,
@@ -261,9 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        for option in OUTPUTS:
+            if getattr(args, option, None):
+                check_output(getattr(args, option))
         args.run(args)
     except ExplorerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc, 1000)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

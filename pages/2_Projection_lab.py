@@ -41,7 +41,7 @@ if scores is None:
         from explorer.evaluation.scores import PointScorer
 
         bar = st.progress(0.0, text="projecting")
-        with ui.errors():
+        with ui.errors("Computing this point live"):
             scorer = st.session_state.setdefault(f"scorer:{family.path}", PointScorer(family))
             scores = scorer.score(variant, method, subspace, frac, profile="quick",
                                   callback=ui.progress_callback(bar))

@@ -34,7 +34,8 @@ if method == "umap" and layer not in umap_layers:
 
         family = ui.live_family()
         sets = {name: list(group.sort_values("index")["text"]) for name, group in prompts.groupby("set", sort=False)}
-        with st.spinner("Extracting activations (cached after the first time) and running UMAP…"), ui.errors():
+        with ui.errors("Computing the UMAP"), \
+                st.spinner("Extracting activations (cached after the first time) and running UMAP…"):
             points = live[(bundle.manifest["family"], member, layer)] = layer_embedding(family, member, sets, layer)
     if points is None:
         st.info(f"UMAP is precomputed for layers {', '.join(map(str, umap_layers))}; showing PCA for layer "

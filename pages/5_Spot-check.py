@@ -20,7 +20,7 @@ if submitted:
     from explorer.weights.spotcheck import spot_check
 
     bar = st.progress(0.0, text="reading the checkpoint")
-    with ui.errors():
+    with ui.errors("Analysing the checkpoint"):
         st.session_state["spot_result"] = spot_check(family, spec.strip(), ui.progress_callback(bar))
         st.session_state.pop("spot_scores", None)
     bar.empty()
@@ -44,7 +44,7 @@ if result is not None:
         from explorer.evaluation.scores import member_scores
 
         bar = st.progress(0.0, text="loading the model")
-        with ui.errors():
+        with ui.errors("Scoring the checkpoint"):
             st.session_state["spot_scores"] = member_scores(result.family, "candidate", "quick",
                                                             ui.progress_callback(bar))
         bar.empty()

@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from explorer.core.errors import ParameterError
+from explorer.core.imports import locked_import
 
 METHODS = ("pca", "umap")
 
@@ -20,8 +21,7 @@ def embed(states: dict[str, np.ndarray], method: str = "pca", seed: int = 0) -> 
 
         coords = PCA(2, random_state=seed).fit_transform(features)
     else:
-        import umap
-
+        umap = locked_import("umap")
         coords = umap.UMAP(n_neighbors=15, min_dist=0.1, random_state=seed, n_jobs=1).fit_transform(features)
     sets = np.concatenate([[n] * len(states[n]) for n in names])
     index = np.concatenate([np.arange(len(states[n])) for n in names])

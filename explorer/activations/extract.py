@@ -15,7 +15,7 @@ import torch
 
 from explorer.checkpoints.family import Family
 from explorer.checkpoints.models import batches, chat_text, load_model, load_tokenizer
-from explorer.core.cache import atomic_write, cache_key, result_path
+from explorer.core.cache import atomic_write, cache_key, read_verified, result_path
 from explorer.core.errors import PromptSetError
 from explorer.core.progress import Callback, track
 from explorer.evaluation.prompts import (
@@ -50,6 +50,8 @@ def builtin_prompts(name: str, count: int = DEFAULT_COUNT) -> list[str]:
 
 def prompt_sets(specs: list[str] | tuple[str, ...] = DEFAULT_SETS, count: int = DEFAULT_COUNT) -> dict[str, list[str]]:
     """Prompt sets by name: built-in names, or NAME=FILE for a .txt/.csv/.jsonl file of the user's."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+        raise PromptSetError(f"the number of prompts per set must be at least 1, got {count}")
     sets = {}
     for spec in specs:
         name, _, path = spec.partition("=")
@@ -97,8 +99,9 @@ def extract(family: Family, member: str, sets: dict[str, list[str]], use_chat_te
     for name, prompts in sets.items():
         key = cache_key("activations", member=fingerprint, prompts=prompts_hash(prompts), chat=use_chat_template)
         path = result_path("activations", key, ".npy")
-        if path.exists():
-            out[name] = np.load(path)
+        cached = read_verified(path, np.load)
+        if cached is not None:
+            out[name] = cached
         else:
             todo[name] = (prompts, path)
     if todo:

@@ -7,9 +7,11 @@ from functools import cached_property
 from pathlib import Path
 
 from explorer.checkpoints.stores import Source, TensorStore, open_store, parse_source
-from explorer.core.errors import CheckpointError, FamilyError
+from explorer.core.errors import AccessError, CheckpointError, FamilyError, one_line
+from explorer.core.paths import allowed_roots, check_name, user_path
 
 BASE, ALIGNED, ALIGNMENT = "base", "aligned", "alignment"
+MAX_FAMILY_BYTES = 1 << 20
 
 
 @dataclass
@@ -62,25 +64,45 @@ class Family:
 
 
 def with_member(family: Family, member: str, spec: str) -> Family:
-    """A copy of the family with one more fine-tuned member (for spot-checks of a new model)."""
+    """A copy of the family with one more fine-tuned member (for spot-checks of a new model).
+
+    With EXPLORER_ALLOWED_ROOTS set, `spec` must be a path inside the allowed folders: no hub id.
+    """
     if member in family.sources:
         raise FamilyError(f"family {family.name!r} already has a member named {member!r}")
+    user_path(spec.strip(), "checkpoint")
     source = parse_source(spec, Path.cwd())
+    if allowed_roots() and source.kind == "hub":
+        raise AccessError(f"checkpoint {spec.strip()!r} is not a folder inside the allowed roots, and this server "
+                          "takes no hub ids (EXPLORER_ALLOWED_ROOTS)")
     return Family(family.name, {**family.sources, member: source}, family.path, dict(family._stores))
+
+
+def family_name(name: object) -> str:
+    """A family's name, which names its results folder: a safe slug."""
+    return check_name(name, "family name", FamilyError)
 
 
 def read_family_spec(path: str | Path) -> dict:
     """The family file's contents, checked for structure only: no checkpoint is looked at."""
-    path = Path(path).expanduser()
+    path = user_path(path, "family file")
+    if path.is_dir():
+        raise FamilyError(f"{path} is a folder; give the family's .toml file")
     if not path.is_file():
         raise FamilyError(f"family file not found: {path}")
+    if path.stat().st_size > MAX_FAMILY_BYTES:
+        raise FamilyError(f"{path} is too large to be a family file (over {MAX_FAMILY_BYTES // 1024} KiB)")
     try:
         spec = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise FamilyError(f"{path} is not valid TOML: {exc}") from None
+        raise FamilyError(f"{path} is not valid TOML: {one_line(exc)}") from None
     missing = [key for key in ("name", BASE, ALIGNED, "finetuned") if key not in spec]
     if missing:
         raise FamilyError(f"{path}: missing key(s) {', '.join(missing)}")
+    try:
+        family_name(spec["name"])
+    except FamilyError as exc:
+        raise FamilyError(f"{path}: {exc}") from None
     finetuned = spec["finetuned"]
     if not isinstance(finetuned, dict) or not finetuned:
         raise FamilyError(f"{path}: [finetuned] must be a table with at least one member")
@@ -108,7 +130,7 @@ def family_from_dict(spec: dict, path: Path | None = None) -> Family:
             sources[member] = parse_source(value, root)
         except CheckpointError as exc:
             raise FamilyError(f"{where}: member {member!r}: {exc}") from None
-    return Family(str(spec["name"]), sources, path)
+    return Family(family_name(spec["name"]), sources, path)
 
 
 def validate(family: Family) -> list[str]:

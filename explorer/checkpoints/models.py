@@ -9,6 +9,7 @@ from explorer.checkpoints.family import ALIGNED, BASE, Family
 from explorer.checkpoints.stores import LoraStore
 from explorer.core.config import settings
 from explorer.core.errors import CheckpointError
+from explorer.core.imports import auto_classes
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
 
 def load_tokenizer(family: Family, member: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     """The member's tokenizer, else the aligned or base model's; padding on the left for generation."""
-    from transformers import AutoTokenizer
+    _, AutoTokenizer = auto_classes()
 
     for name in (member, ALIGNED, BASE):
         folder = family.store(name).folder
@@ -35,7 +36,7 @@ def load_tokenizer(family: Family, member: str, trust_remote_code: bool = False)
 def load_model(family: Family, member: str, device: str | None = None, dtype: torch.dtype = torch.float32,
                trust_remote_code: bool = False) -> PreTrainedModel:
     """A member as a model in eval mode; a LoRA member is its parent with the adapter's updates added in place."""
-    from transformers import AutoModelForCausalLM
+    AutoModelForCausalLM, _ = auto_classes()
 
     device = device or settings().device
     store = family.store(member)

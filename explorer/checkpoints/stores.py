@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from explorer.core.config import settings
-from explorer.core.errors import CheckpointError, NonFiniteError
+from explorer.core.errors import CheckpointError, NonFiniteError, one_line
+from explorer.core.imports import auto_classes, locked_import
+from explorer.core.paths import inside
+from explorer.core.temp import temp_dir, temp_file
 
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
@@ -93,10 +95,8 @@ def _hash_files(paths: list[Path]) -> str:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
+    tmp = temp_file(path.parent, path.name)
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -310,7 +310,7 @@ def _folder_store(folder: Path, label: str) -> TensorStore:
 
 def load_gguf(path: Path, label: str = "gguf"):
     """A GGUF file as a plain float32 model (serialisable, unlike transformers' GGUF-loaded one) and tokenizer."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    AutoModelForCausalLM, AutoTokenizer = auto_classes()
 
     try:
         loaded = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32)
@@ -329,12 +329,11 @@ def load_gguf(path: Path, label: str = "gguf"):
 def _gguf_folder(path: Path, label: str) -> Path:
     """De-quantise a GGUF file once into a safetensors folder keyed by the file's content."""
     key = _hash_files([path])
-    target = settings().models_dir / f"gguf-{path.stem}-{key}"
+    target = inside(settings().models_dir, f"gguf-{path.stem}-{key}")
     if (target / "config.json").exists():
         return target
     model, tokenizer = load_gguf(path, label)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    tmp = temp_dir(target.parent, target.name)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     os.chmod(tmp, 0o755)
@@ -343,12 +342,12 @@ def _gguf_folder(path: Path, label: str) -> Path:
 
 
 def _hub_folder(source: Source, label: str) -> Path:
-    from huggingface_hub import snapshot_download
-
+    snapshot_download = locked_import("huggingface_hub").snapshot_download
     try:
         return Path(snapshot_download(source.location, revision=source.revision, allow_patterns=_HUB_PATTERNS))
     except Exception as exc:
-        raise CheckpointError(f"{label}: cannot fetch {source.label} from the Hugging Face hub ({exc})") from None
+        raise CheckpointError(f"{label}: cannot fetch {source.label} from the Hugging Face hub "
+                              f"({one_line(exc)})") from None
 
 
 def open_store(source: Source, label: str, parent: TensorStore | None = None) -> TensorStore:

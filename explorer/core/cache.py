@@ -1,20 +1,30 @@
 """Disk cache of analysis results, keyed by a hash of everything that determines them.
 
 The key covers checkpoint fingerprints (content hashes), parameters and CACHE_VERSION, which is
-bumped whenever a change to the code changes what an analysis returns. Writes are atomic.
+bumped whenever a change to the code changes what an analysis returns. Writes are atomic. Reads are verified:
+an entry that cannot be read (truncated, corrupt) is removed with a warning and computed again.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
-import tempfile
+import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 import pandas as pd
 
 from explorer.core.config import settings
+from explorer.core.errors import one_line
+from explorer.core.temp import temp_file
+
+log = logging.getLogger("explorer")
+T = TypeVar("T")
+# What readers of a damaged file raise: pyarrow's ArrowInvalid is a ValueError, numpy's a ValueError or an
+# EOFError, a cut .npz a BadZipFile, an .npz without one of its arrays a KeyError.
+UNREADABLE = (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile)
 
 CACHE_VERSION = 2
 
@@ -30,9 +40,7 @@ def result_path(kind: str, key: str, suffix: str) -> Path:
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write` on a temporary file next to `path`, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
+    tmp = temp_file(path.parent, path.name, path.suffix)
     try:
         write(Path(tmp))
         os.replace(tmp, path)
@@ -49,19 +57,39 @@ def write_json(path: Path, data: object) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(data, indent=1, sort_keys=True, default=float)))
 
 
+def discard(path: Path, reason: object) -> None:
+    """Remove a damaged cache entry, saying so: whatever needs it is computed again."""
+    log.warning("removed unreadable cache entry %s (%s); it will be computed again", path, one_line(reason, 160))
+    try:
+        path.unlink(missing_ok=True)
+    except OSError:
+        pass  # a read-only cache: the entry is recomputed, and its write reports the problem
+
+
+def read_verified(path: Path, read: Callable[[Path], T]) -> T | None:
+    """`read(path)`, or None when there is no entry or it cannot be read (then it is removed)."""
+    if not path.exists():
+        return None
+    try:
+        return read(path)
+    except UNREADABLE as exc:
+        discard(path, exc)
+        return None
+
+
 def cached_frame(kind: str, key: str, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
     path = result_path(kind, key, ".parquet")
-    if path.exists():
-        return pd.read_parquet(path)
-    frame = compute()
-    write_frame(path, frame)
+    frame = read_verified(path, pd.read_parquet)
+    if frame is None:
+        frame = compute()
+        write_frame(path, frame)
     return frame
 
 
 def cached_json(kind: str, key: str, compute: Callable[[], dict]) -> dict:
     path = result_path(kind, key, ".json")
-    if path.exists():
-        return json.loads(path.read_text())
-    data = compute()
-    write_json(path, data)
+    data = read_verified(path, lambda p: json.loads(p.read_text()))
+    if data is None:
+        data = compute()
+        write_json(path, data)
     return data

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from explorer.core.errors import ParameterError
+from explorer.core.temp import remove_stale
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,6 +28,12 @@ class Settings:
     device: str = field(default_factory=_default_device)
 
     def __post_init__(self) -> None:
+        for folder in (self.cache_dir, *self.cache_dir.absolute().parents):
+            if folder.exists():
+                if not folder.is_dir():
+                    raise ParameterError(f"EXPLORER_CACHE_DIR={str(self.cache_dir)!r} cannot be the cache: "
+                                         f"{folder} is a file, not a folder")
+                break
         try:
             torch.device(self.device)
         except RuntimeError as exc:
@@ -50,6 +58,18 @@ class Settings:
         return self.cache_dir / "families"
 
 
+_opened: set[Path] = set()
+_opening = threading.Lock()
+
+
 def settings() -> Settings:
-    """Fresh settings each call so that tests and users can change the environment at run time."""
-    return Settings()
+    """Fresh settings each call so that tests and users can change the environment at run time.
+
+    The first time a process uses a cache folder, the temporary files of killed runs are removed from it.
+    """
+    current = Settings()
+    with _opening:
+        if current.cache_dir not in _opened:
+            _opened.add(current.cache_dir)
+            remove_stale(current.cache_dir)
+    return current

@@ -1,6 +1,12 @@
 """Exceptions the engine raises for bad input; pages show them with st.error, the CLI as one line."""
 
 
+def one_line(text: object, limit: int = 300) -> str:
+    """A message from another library on one line, cut to `limit` characters (some span many lines)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[:limit - 1] + "…"
+
+
 class ExplorerError(Exception):
     """Base class: a problem with the user's input or environment, with a message that says what to do."""
 
@@ -27,3 +33,15 @@ class PromptSetError(ExplorerError):
 
 class CacheMissError(ExplorerError):
     """Precomputed results the caller asked for are not in the cache."""
+
+
+class CorruptBundleError(CacheMissError):
+    """A file of a precomputed bundle is truncated or unreadable."""
+
+
+class OutputError(ExplorerError):
+    """An output path cannot be written: a folder, a path under a file, no permission, a full disk."""
+
+
+class AccessError(ExplorerError):
+    """A path lies outside the folders that EXPLORER_ALLOWED_ROOTS allows."""

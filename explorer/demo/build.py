@@ -19,11 +19,12 @@ from pathlib import Path
 
 import torch
 
-from explorer.checkpoints.family import Family, load_family
+from explorer.checkpoints.family import Family, family_name, load_family
 from explorer.checkpoints.models import chat_text
 from explorer.checkpoints.stores import atomic_write_text, load_gguf
 from explorer.core.config import PROJECT_ROOT, settings
 from explorer.core.errors import CheckpointError
+from explorer.core.imports import auto_classes
 from explorer.core.progress import Callback
 from explorer.demo.training import finetune
 from explorer.evaluation.evaluate import generate
@@ -71,7 +72,7 @@ def _publish(model, tokenizer, target: Path) -> None:
 
 
 def _load(folder: Path, gguf: Path | None = None):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    AutoModelForCausalLM, AutoTokenizer = auto_classes()
 
     if gguf is not None:
         model, tokenizer = load_gguf(gguf, "base")
@@ -151,6 +152,7 @@ def write_family_file(family_file: Path, models_dir: Path) -> None:
 def build_demo(family_file: Path = DEMO_FAMILY, models_dir: Path | None = None, base: Path | None = None,
                config: BuildConfig = BuildConfig(), callback: Callback | None = None) -> Family:
     """Build (or resume) the demo family; `base` is a HF folder to start from instead of SmolLM2's GGUF."""
+    family_name(family_file.stem)  # the file's name becomes the family's: refuse a bad one before hours of work
     models_dir = models_dir or settings().models_dir / "demo"
     models_dir.mkdir(parents=True, exist_ok=True)
     for stale in models_dir.glob(".*.*"):

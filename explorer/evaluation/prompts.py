@@ -206,13 +206,19 @@ def read_prompt_file(path: str | Path) -> list[str]:
                 raise PromptSetError(f"{path}, line {number}: expected a string or an object with a 'prompt' string")
             prompts.append(value)
     elif path.suffix == ".csv":
-        rows = list(csv.reader(text.splitlines()))
+        reader = csv.reader(text.splitlines())
+        rows = [(reader.line_num, row) for row in reader if row]
         if not rows:
             raise PromptSetError(f"{path} is empty")
-        header = [h.strip().lower() for h in rows[0]]
+        width = len(rows[0][1])
+        ragged = next(((line, row) for line, row in rows if len(row) != width), None)
+        if ragged is not None:
+            raise PromptSetError(f"{path}, line {ragged[0]}: {len(ragged[1])} field(s) where line {rows[0][0]} has "
+                                 f"{width}; quote prompts that contain commas")
+        header = [h.strip().lower() for h in rows[0][1]]
         column = next((header.index(c) for c in ("prompt", "goal", "instruction") if c in header), None)
         body = rows[1:] if column is not None else rows
-        prompts = [row[column or 0] for row in body if row]
+        prompts = [row[column or 0] for _, row in body]
     else:
         prompts = text.splitlines()
     prompts = [p.strip() for p in prompts if p.strip()]

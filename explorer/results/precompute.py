@@ -25,6 +25,7 @@ from explorer.results.defences import safelora_tables
 from explorer.weights.mso import update_mso
 from explorer.weights.projection import PAPER_SIDE, SIDES, SUBSPACES, projection_stats
 from explorer.weights.spectra import spectra
+from explorer.weights.subspaces import check_frac
 
 GRID_FRACS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 GRID_METHODS = ("same", "orth")
@@ -116,6 +117,8 @@ def precompute(family_path: str | Path, profile: str = "full", seed: int = 0, gr
                activations: bool = True, grid_profile: str | None = None, callback: Callback | None = None) -> Path:
     """Member scores use `profile`; the projection grid uses `grid_profile` (default: the same)."""
     grid_profile = grid_profile or profile
+    for frac in grid_fracs:
+        check_frac(frac)  # now, not after the hours of work that come before the grid
     start = time.perf_counter()
     family = load_family(family_path)
     family.tensor_names  # validate before any work

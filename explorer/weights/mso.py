@@ -12,7 +12,7 @@ import torch
 
 from explorer.checkpoints.architectures import tensor_role
 from explorer.checkpoints.family import Family
-from explorer.core.cache import cache_key, result_path, write_frame
+from explorer.core.cache import cache_key, read_verified, result_path, write_frame
 from explorer.core.errors import ParameterError
 from explorer.core.progress import Callback, track
 from explorer.weights.spectra import update_members
@@ -47,9 +47,10 @@ def update_mso(family: Family, pairs: list[tuple[str, str]], energies: list[floa
             raise ParameterError(f"the two updates of a pair must differ (got {a!r} twice)")
     results, todo = {}, []
     for pair in pairs:
-        path = result_path("update-mso", _pair_key(family, *pair, energies), ".parquet")
-        if path.exists():
-            results[pair] = pd.read_parquet(path)
+        cached = read_verified(result_path("update-mso", _pair_key(family, *pair, energies), ".parquet"),
+                               pd.read_parquet)
+        if cached is not None:
+            results[pair] = cached
         else:
             todo.append(pair)
     if not todo:

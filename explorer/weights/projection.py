@@ -13,8 +13,8 @@ random k-dim subspace for every k.
 """
 from __future__ import annotations
 
+import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,10 +24,17 @@ import torch
 
 from explorer.checkpoints.architectures import tensor_role
 from explorer.checkpoints.family import ALIGNED, BASE, Family
-from explorer.core.cache import atomic_write, cache_key, result_path, write_frame
+from explorer.core.cache import (
+    atomic_write,
+    cache_key,
+    read_verified,
+    result_path,
+    write_frame,
+)
 from explorer.core.config import settings
 from explorer.core.errors import ParameterError
 from explorer.core.progress import Callback, track
+from explorer.core.temp import temp_dir
 from explorer.weights.subspaces import (
     as_matrix,
     check_frac,
@@ -42,6 +49,8 @@ METHODS = ("same", "orth", "opp")
 SUBSPACES = ("alignment", "random", "random-k")
 SIDES = ("left", "short")
 PAPER_SIDE = "left"
+ALIGN_ARRAYS, TASK_ARRAYS = ("U", "Q", "perm"), ("C", "D")
+log = logging.getLogger("explorer")
 
 
 def rank_k(rank: int, frac: float) -> int:
@@ -125,12 +134,44 @@ def _save_stats(path: Path, stats: ProjectionStats) -> None:
 
 
 def _load_stats(path: Path) -> ProjectionStats | None:
-    if not (path.with_suffix(".npz").exists() and path.with_suffix(".parquet").exists()):
+    tensors = read_verified(path.with_suffix(".parquet"), pd.read_parquet)
+    if tensors is None:
         return None
-    tensors = pd.read_parquet(path.with_suffix(".parquet"))
-    with np.load(path.with_suffix(".npz")) as arrays:
-        cumulative = {s: [arrays[f"{s}:{i}"] for i in range(len(tensors))] for s in SUBSPACES}
-    return ProjectionStats(tensors, cumulative)
+
+    def read(npz: Path) -> dict[str, list[np.ndarray]]:
+        with np.load(npz) as arrays:
+            return {s: [arrays[f"{s}:{i}"] for i in range(len(tensors))] for s in SUBSPACES}
+
+    cumulative = read_verified(path.with_suffix(".npz"), read)
+    return None if cumulative is None else ProjectionStats(tensors, cumulative)
+
+
+def _complete_npy(path: Path) -> bool:
+    """Whether an .npy file has a readable header and exactly the bytes its header announces."""
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(fh)
+            expected = fh.tell() + int(np.prod(shape)) * dtype.itemsize
+        return path.stat().st_size == expected
+    except (OSError, ValueError, EOFError):
+        return False
+
+
+def _intact_bases(folder: Path, count: int, labels: tuple[str, ...]) -> bool:
+    """Whether a bases folder holds every array of `count` tensors, each complete; a damaged folder is removed."""
+    if not folder.exists():
+        return False
+    for index in range(count):
+        for label in labels:
+            if not _complete_npy(folder / f"{index:05d}.{label}.npy"):
+                log.warning("removed damaged SVD bases %s (%05d.%s.npy is missing or truncated); they will be "
+                            "computed again", folder, index, label)
+                shutil.rmtree(folder, ignore_errors=True)
+                return False
+    return True
 
 
 def _keys(family: Family, variant: str, seed: int, side: str) -> tuple[str, str]:
@@ -153,12 +194,17 @@ def projection_stats(family: Family, variant: str, seed: int = 0, keep_bases: bo
     align_key, task_key = _keys(family, variant, seed, side)
     stats_path = result_path("projection", task_key, "")
     bases = settings().bases_dir
+    count = len(family.tensor_names)
+    align_ok = _intact_bases(bases / align_key, count, ALIGN_ARRAYS)
+    if not align_ok:
+        shutil.rmtree(bases / task_key, ignore_errors=True)  # its coefficients belong to the bases to be redone
+    task_ok = _intact_bases(bases / task_key, count, TASK_ARRAYS)
     cached = _load_stats(stats_path)
-    if cached is not None and (not keep_bases or (bases / task_key).exists()):
+    if cached is not None and (not keep_bases or task_ok):
         return cached
-    align_dir = bases / align_key if (bases / align_key).exists() else None
-    align_out = Path(tempfile.mkdtemp(dir=_mkdir(bases), prefix=".align.")) if keep_bases and not align_dir else None
-    task_out = Path(tempfile.mkdtemp(dir=_mkdir(bases), prefix=".task.")) if keep_bases else None
+    align_dir = bases / align_key if align_ok else None
+    align_out = temp_dir(bases, "align") if keep_bases and not align_dir else None
+    task_out = temp_dir(bases, "task") if keep_bases else None
     rows, cumulative = [], {s: [] for s in SUBSPACES}
     try:
         for i, name in enumerate(track(family.tensor_names, f"projection bases of {variant}", callback=callback)):
@@ -166,7 +212,7 @@ def projection_stats(family: Family, variant: str, seed: int = 0, keep_bases: bo
             align = oriented(update_tensor(family, "alignment", name), side)
             if align_dir is not None:
                 basis, rand_basis, perm = (torch.from_numpy(np.array(_load(align_dir, i, label)))
-                                           for label in ("U", "Q", "perm"))
+                                           for label in ALIGN_ARRAYS)
             else:
                 basis, values = left_svd(align)
                 if not bool((values > 0).any()):
@@ -198,11 +244,6 @@ def projection_stats(family: Family, variant: str, seed: int = 0, keep_bases: bo
         for tmp in (align_out, task_out):
             if tmp is not None and tmp.exists():
                 shutil.rmtree(tmp)
-
-
-def _mkdir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True)
-    return path
 
 
 def _cumsum(energy: torch.Tensor) -> np.ndarray:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sys
 from pathlib import Path
 
@@ -30,13 +31,25 @@ def page(name: str, heading: str, intro: str) -> Bundle:
     return bundle()
 
 
+log = logging.getLogger("explorer.app")
+
+
 @contextlib.contextmanager
-def errors():
-    """Show engine errors as st.error and stop the page, never as a traceback."""
+def errors(operation: str = "Loading this page"):
+    """Show any error as one st.error box and stop the page, never as a traceback.
+
+    Engine errors say what was wrong with the input; anything else is a bug or an environment problem, so the
+    box names the operation and the traceback goes to the server log. Streamlit's own st.stop and st.rerun
+    are BaseExceptions and pass through.
+    """
     try:
         yield
     except ExplorerError as exc:
         st.error(str(exc))
+        st.stop()
+    except Exception as exc:
+        log.exception("%s failed", operation)
+        st.error(f"{operation} failed with an unexpected {type(exc).__name__}; the details are in the server's log.")
         st.stop()
 
 
@@ -82,12 +95,12 @@ def _stamp(name: str) -> float:
 def bundle() -> Bundle:
     """The chosen family's precomputed results; stops the page with a clear message if there are none."""
     path = family_path()
-    with errors():
+    with errors("Loading the precomputed results"):
         name = str(read_family_spec(path)["name"])
         result = _bundle(name, _stamp(name))
-    manifest = result.manifest
-    st.sidebar.caption(f"**{manifest['family']}** · precomputed {manifest['created'][:10]} · "
-                       f"{manifest['profile']} profile")
+        manifest = result.manifest
+        st.sidebar.caption(f"**{manifest['family']}** · precomputed {manifest['created'][:10]} · "
+                           f"{manifest['profile']} profile")
     return result
 
 
@@ -97,7 +110,7 @@ def _table(folder: str, name: str, stamp: float) -> pd.DataFrame:
 
 
 def table(source: Bundle, name: str) -> pd.DataFrame:
-    with errors():
+    with errors(f"Reading the {name} table"):
         return _table(str(source.folder), name, (source.folder / "manifest.json").stat().st_mtime)
 
 
@@ -111,13 +124,14 @@ def _family(path: str, stamp: float) -> Family:
 def live_family() -> Family:
     """The chosen family with its checkpoints, for live computation; stops with how to get them if absent."""
     path = st.session_state["family"]  # chosen by the picker that bundle() drew
-    try:
-        return _family(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0)
-    except ExplorerError as exc:
-        st.error(f"Live computation needs the family's checkpoints. {exc}")
-        if Path(path).resolve() == DEMO.resolve():
-            st.info(BUILD_HINT)
-        st.stop()
+    with errors("Opening the family's checkpoints"):
+        try:
+            return _family(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0)
+        except ExplorerError as exc:
+            st.error(f"Live computation needs the family's checkpoints. {exc}")
+            if Path(path).resolve() == DEMO.resolve():
+                st.info(BUILD_HINT)
+            st.stop()
 
 
 def download(frame: pd.DataFrame, label: str, filename: str, key: str) -> None:

@@ -1,12 +1,6 @@
 """One real browser: `streamlit run app.py` headless, every page opened in Debian's Chromium via Playwright."""
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pytest
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,35 +8,6 @@ ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 PAGES = {"overview": "", "spectra": "Weight_spectra", "projection": "Projection_lab", "overlap": "Update_overlap",
          "activations": "Activation_space", "spot-check": "Spot-check"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server():
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "EXPLORER_CACHE_DIR"}  # the committed demo results
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
-                             "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start within 60 s")
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
 
 
 def test_every_page_in_a_real_browser(server):
