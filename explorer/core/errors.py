@@ -27,3 +27,7 @@ class PromptSetError(ExplorerError):
 
 class CacheMissError(ExplorerError):
     """Precomputed results the caller asked for are not in the cache."""
+
+
+class ClusterError(ExplorerError):
+    """The Ray cluster cannot be reached, or a task failed there after its retries."""

@@ -17,8 +17,8 @@ import transformers
 from explorer import __version__
 from explorer.checkpoints.family import Family, load_family
 from explorer.core.cache import CACHE_VERSION
-from explorer.core.progress import Callback, track
-from explorer.evaluation.scores import PointScorer, member_scores
+from explorer.core.progress import Callback
+from explorer.evaluation.scores import score_members, score_points
 from explorer.results.bundle import write_bundle
 from explorer.weights.mso import update_mso
 from explorer.weights.projection import SUBSPACES, projection_stats
@@ -47,7 +47,7 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
                   callback: Callback | None = None) -> tuple[dict, dict[str, pd.DataFrame]]:
     tables = {}
     with _timed(timings, "member_scores"):
-        scores = {m: member_scores(family, m, profile, callback) for m in track(family.members, "member scores")}
+        scores = score_members(family, family.members, profile, callback)
     with _timed(timings, "spectra"):
         tables["spectra"] = pd.concat([spectra(family, u, callback).assign(update=u) for u in family.updates],
                                       ignore_index=True)
@@ -64,14 +64,13 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
                 for frac in CURVE_FRACS:
                     curves.append({"variant": variant, "method": method, "subspace": subspace, "frac": frac,
                                    **st.point(method, subspace, frac)})
-    scorer = PointScorer(family)
     points = [(v, m, s, f) for v in family.finetuned for m in GRID_METHODS for s in SUBSPACES for f in grid_fracs]
     with _timed(timings, "projection_grid"):
-        for variant, method, subspace, frac in track(points, "projection grid", callback=callback):
-            point = scorer.score(variant, method, subspace, frac, seed, grid_profile)
-            grid.append({k: v for k, v in point.items() if k not in ("samples", "settings", "counts")})
-            layer = stats[variant].removed_by_layer(method, subspace, frac)
-            removed.append(layer.assign(variant=variant, method=method, subspace=subspace, frac=frac))
+        scored = score_points(family, points, seed, grid_profile, callback)
+    for (variant, method, subspace, frac), point in zip(points, scored):
+        grid.append({k: v for k, v in point.items() if k not in ("samples", "settings", "counts")})
+        layer = stats[variant].removed_by_layer(method, subspace, frac)
+        removed.append(layer.assign(variant=variant, method=method, subspace=subspace, frac=frac))
     tables["energy_curves"] = pd.DataFrame(curves)
     tables["projection"] = pd.DataFrame(grid)
     tables["removed_by_layer"] = pd.concat(removed, ignore_index=True)
