@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -41,22 +42,25 @@ def cmd_mso(args: argparse.Namespace) -> None:
 def cmd_project(args: argparse.Namespace) -> None:
     from explorer.weights.projection import check_point, projection_stats
 
-    check_point(args.method, args.subspace, args.frac)
+    points = [(args.variant, m, s, f) for m in args.method for s in args.subspace for f in args.frac]
+    for _, method, subspace, frac in points:
+        check_point(method, subspace, frac)
     family = load_family(args.family)
-    stats = projection_stats(family, args.variant, args.seed)
-    point = {"variant": args.variant, "method": args.method, "subspace": args.subspace, "frac": args.frac,
-             "seed": args.seed, **stats.point(args.method, args.subspace, args.frac)}
+    stats = projection_stats(family, args.variant, args.seed, keep_bases=bool(args.evaluate))  # one SVD pass
+    rows = [{"variant": v, "method": m, "subspace": s, "frac": f, "seed": args.seed, **stats.point(m, s, f)}
+            for v, m, s, f in points]
     if args.evaluate:
-        from explorer.evaluation.scores import PointScorer
+        from explorer.evaluation.scores import score_points
 
-        scored = PointScorer(family).score(args.variant, args.method, args.subspace, args.frac, args.seed,
-                                           args.evaluate)
-        point.update({k: v for k, v in scored.items() if k not in point and k != "settings"})
-    if args.json:
-        point["removed_by_layer"] = stats.removed_by_layer(args.method, args.subspace, args.frac).to_dict("records")
-        print(json.dumps(point))
-    else:
-        print("\n".join(f"{key:>22}: {value}" for key, value in point.items()))
+        for row, scored in zip(rows, score_points(family, points, args.seed, args.evaluate)):
+            row.update({k: v for k, v in scored.items() if k not in row and k != "settings"})
+    for number, row in enumerate(rows):
+        if args.json:  # one object per line
+            row["removed_by_layer"] = stats.removed_by_layer(row["method"], row["subspace"], row["frac"]) \
+                .to_dict("records")
+            print(json.dumps(row))
+        else:
+            print(("\n" if number else "") + "\n".join(f"{key:>22}: {value}" for key, value in row.items()))
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -132,6 +136,11 @@ def cmd_report(args: argparse.Namespace) -> None:
             print(f"{member:>14}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float)))
 
 
+def ray_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", metavar="ADDRESS|auto|local", help="run the work on a Ray cluster: HOST:PORT or auto "
+                   "joins a running one, local starts one on this machine's cores (default: $EXPLORER_RAY, else none)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from explorer.results.precompute import GRID_FRACS
 
@@ -142,6 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("family")
     p.add_argument("--update", required=True, help="alignment or a fine-tuned member")
     p.add_argument("--out", required=True)
+    ray_option(p)
     p.set_defaults(run=cmd_spectra)
 
     p = sub.add_parser("mso", help="mode subspace overlap between two updates")
@@ -151,18 +161,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--energy", type=float, nargs="+", default=list(DEFAULT_ENERGIES))
     p.add_argument("--granularity", choices=["tensor", "layer"], default="tensor")
     p.add_argument("--out", required=True)
+    ray_option(p)
     p.set_defaults(run=cmd_mso)
 
-    p = sub.add_parser("project", help="metrics of one projection point")
+    p = sub.add_parser("project", help="metrics (and scores) of projection points")
     p.add_argument("family")
     p.add_argument("--variant", required=True)
-    p.add_argument("--method", required=True, choices=["same", "orth", "opp"])
-    p.add_argument("--subspace", required=True, choices=["alignment", "random", "random-k"])
-    p.add_argument("--frac", required=True, type=float)
+    p.add_argument("--method", required=True, nargs="+", choices=["same", "orth", "opp"])
+    p.add_argument("--subspace", required=True, nargs="+", choices=["alignment", "random", "random-k"])
+    p.add_argument("--frac", required=True, nargs="+", type=float, help="one or more; every (method, subspace, "
+                   "frac) combination is a point")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--evaluate", choices=["smoke", "quick", "full"],
                    help="also project the weights in place and score the model with this profile")
     p.add_argument("--json", action="store_true")
+    ray_option(p)
     p.set_defaults(run=cmd_project)
 
     p = sub.add_parser("sweep", help="fill the cache: spectra, projection energies and MSO of a family")
@@ -170,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--energy", type=float, nargs="+", default=list(DEFAULT_ENERGIES))
     p.add_argument("--keep-bases", action="store_true", help="also store SVD bases for in-place projection")
+    ray_option(p)
     p.set_defaults(run=cmd_sweep)
 
     def activation_options(p: argparse.ArgumentParser) -> None:
@@ -177,6 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--member", required=True)
         p.add_argument("--count", type=int, default=256, help="prompts per set")
         p.add_argument("--no-chat-template", action="store_true", help="feed the prompts as raw text")
+        ray_option(p)
 
     p = sub.add_parser("activations", help="last-token hidden states of prompt sets, every layer, cached")
     activation_options(p)
@@ -201,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-fracs", type=float, nargs="+", default=list(GRID_FRACS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-activations", action="store_true", help="weight space only")
+    ray_option(p)
     p.set_defaults(run=cmd_precompute)
 
     p = sub.add_parser("report", help="the precomputed headline of a family, without recomputing")
@@ -221,8 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    address = (args.ray or os.environ.get("EXPLORER_RAY")) if "ray" in args else None
     try:
-        args.run(args)
+        if address:  # only then is Ray imported
+            from explorer.distributed.cluster import connect
+
+            with connect(address):
+                args.run(args)
+        else:
+            args.run(args)
     except ExplorerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
