@@ -17,6 +17,11 @@ TASK_BYTES_PER_ELEMENT = 40
 PASSED_ENV = ("EXPLORER_DEVICE", "HF_HUB_OFFLINE")
 
 
+def gpus_to_use(cluster_gpus: float, device: str | None) -> int:
+    """Every task and actor takes a GPU when the cluster has GPUs, unless EXPLORER_DEVICE asks for the CPU."""
+    return 0 if (device or "").startswith("cpu") else int(cluster_gpus)
+
+
 def tensor_sizes(family: Family) -> list[int]:
     base = family.store(BASE)
     return [math.prod(base.shape(name)) for name in family.tensor_names]

@@ -15,12 +15,20 @@ from explorer.checkpoints.family import Family
 from explorer.core.cache import result_path
 from explorer.core.errors import ClusterError
 from explorer.core.progress import Callback
-from explorer.distributed.plan import model_memory, plan_groups, task_memory, tensor_sizes, worker_env
+from explorer.distributed.plan import (
+    gpus_to_use,
+    model_memory,
+    plan_groups,
+    task_memory,
+    tensor_sizes,
+    worker_env,
+)
 from explorer.distributed.workers import FamilySpec, Failed, PointScorerActor, describe_point, run_items_remote
 from explorer.evaluation.scores import point_key
 from explorer.weights.projection import projection_stats
 
 MAX_RETRIES = 3  # Ray's default for tasks; actors get the same
+STOP_WAIT_S = 60
 
 
 class RayRunner:
@@ -28,10 +36,12 @@ class RayRunner:
 
     def __init__(self) -> None:
         resources = ray.cluster_resources()
-        forced_cpu = os.environ.get("EXPLORER_DEVICE", "").startswith("cpu")
-        self.gpus = 0 if forced_cpu else int(resources.get("GPU", 0))
+        self.gpus = gpus_to_use(resources.get("GPU", 0), os.environ.get("EXPLORER_DEVICE"))
         self.cpus = max(1, int(resources.get("CPU", 1)))
         self.memory = int(resources.get("memory", 0))
+        # A request larger than every node would wait forever: cap it at the largest node.
+        self.node_memory = max((int(node["Resources"].get("memory", 0)) for node in ray.nodes() if node["Alive"]),
+                               default=0)
         self.slots = self.gpus or self.cpus
         self.tasks = 0  # submitted over the whole run, and finished: what the one progress bar shows
         self.done = 0
@@ -43,7 +53,8 @@ class RayRunner:
         self._bar.close()
 
     def _options(self, memory: int) -> dict:
-        return {"num_cpus": 1, "num_gpus": 1 if self.gpus else 0, "memory": memory}
+        return {"num_cpus": 1, "num_gpus": 1 if self.gpus else 0,
+                "memory": min(memory, self.node_memory) if self.node_memory else memory}
 
     def map_tensors(self, family: Family, work: Callable, args: tuple, desc: str,
                     callback: Callback | None = None) -> list:
@@ -84,10 +95,10 @@ class RayRunner:
 
     def _score(self, family: Family, points: list[tuple[str, str, str, float]], seed: int, profile: str,
                callback: Callback | None) -> list[dict]:
-        memory = model_memory(family, on_gpu=bool(self.gpus))
-        fit = self.gpus or min(self.cpus, max(1, self.memory // memory) if self.memory else self.cpus)
+        options = self._options(model_memory(family, on_gpu=bool(self.gpus)))
+        fit = self.gpus or min(self.cpus, max(1, self.memory // options["memory"]) if self.memory else self.cpus)
         spec, env = FamilySpec.of(family), worker_env()
-        actors = [PointScorerActor.options(**self._options(memory), max_restarts=MAX_RETRIES,
+        actors = [PointScorerActor.options(**options, max_restarts=MAX_RETRIES,
                                            max_task_retries=MAX_RETRIES).remote(spec, env)
                   for _ in range(min(len(points), fit))]
         self.actors += len(actors)
@@ -130,8 +141,7 @@ class RayRunner:
                 if actor is not None and refill:
                     refill(actor)
         finally:
-            for ref in pending:
-                ray.cancel(ref)
+            _stop(pending)
         return results
 
     @staticmethod
@@ -149,6 +159,16 @@ class RayRunner:
         if isinstance(value, Failed):
             raise value.error
         return value
+
+
+def _stop(pending: dict) -> None:
+    """Stop the tasks still running after a failure, and wait until they have: the caller then removes their
+    temporary folders, which a task still writing would recreate. Tasks are killed at once (they write only
+    atomically); actor tasks cannot be, and their actors are killed by the caller."""
+    for ref, (_, actor) in pending.items():
+        ray.cancel(ref, force=actor is None)
+    if pending:
+        ray.wait(list(pending), num_returns=len(pending), timeout=STOP_WAIT_S)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 from explorer.checkpoints.family import load_family
-from explorer.distributed.plan import TASKS_PER_SLOT, plan_groups, tensor_sizes
+from explorer.distributed.plan import TASKS_PER_SLOT, gpus_to_use, plan_groups, tensor_sizes, worker_env
 
 
 def test_groups_are_bounded_in_order_and_cover_every_tensor():
@@ -21,6 +21,19 @@ def test_more_workers_get_more_smaller_tasks(llama_family):
     one, two = plan_groups(sizes, slots=1), plan_groups(sizes, slots=2)
     assert len(two) > len(one) >= TASKS_PER_SLOT - 1
     assert max(sum(sizes[i] for i in g) for g in two) < max(sum(sizes[i] for i in g) for g in one)
+
+
+def test_tasks_take_a_gpu_where_the_cluster_has_them_unless_the_cpu_is_asked_for():
+    assert gpus_to_use(8.0, None) == 8 and gpus_to_use(8.0, "cuda") == 8
+    assert gpus_to_use(8.0, "cpu") == 0 and gpus_to_use(0.0, None) == 0
+
+
+def test_workers_get_the_cache_by_absolute_path(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EXPLORER_CACHE_DIR", "relative-cache")
+    monkeypatch.setenv("EXPLORER_DEVICE", "cpu")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert worker_env() == {"EXPLORER_CACHE_DIR": str(tmp_path / "relative-cache"), "EXPLORER_DEVICE": "cpu"}
 
 
 def test_a_plain_run_does_not_import_ray(llama_family, tmp_path):

@@ -5,7 +5,6 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from conftest import TINY, random_family
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, LlamaConfig
