@@ -1,8 +1,8 @@
 """The demo family's weight pass on a local Ray with 2 workers against the plain path, and float32 SVD times of
 single matrices (the per-tensor cost that a 70B estimate scales up).
 
-`python benchmarks/bench_ray.py svd` and `python benchmarks/bench_ray.py demo FAMILY.toml` each add their keys to
-benchmarks/results/ray.json. The weight pass is `python -m explorer sweep FAMILY` (spectra of every update,
+`python benchmarks/bench_ray.py svd` and `python benchmarks/bench_ray.py demo [FAMILY.toml [ROUNDS]]` each add their
+keys to benchmarks/results/ray.json. The weight pass is `python -m explorer sweep FAMILY` (spectra of every update,
 projection energies of every variant, MSO of the paper's pairs), each run in a fresh EXPLORER_CACHE_DIR into which
 only the checkpoints' fingerprint memo is copied, so that no run pays for hashing 2.5 GB of checkpoints.
 """
@@ -43,15 +43,25 @@ def svd_times() -> dict:
     return {"svd_float32": times, "torch_threads": torch.get_num_threads(), "svd_load": machine_load()}
 
 
-def sweep(family: Path, memo: Path, ray: bool) -> dict:
+MODES = {  # name: (extra arguments, extra environment)
+    "plain": ([], {}),
+    # The Ray workers run one thread each (Ray sets OMP_NUM_THREADS); the plain path with one thread too shows how
+    # much of a speed-up comes from that alone on a loaded machine.
+    "plain_1_thread": ([], {"OMP_NUM_THREADS": "1"}),
+    "ray": (["--ray", "local"], {}),
+}
+
+
+def sweep(family: Path, memo: Path, mode: str) -> dict:
+    arguments, extra_env = MODES[mode]
     with tempfile.TemporaryDirectory(prefix="bench-ray-") as cache:
         shutil.copy(memo, Path(cache) / "fingerprints.json")
-        env = {**os.environ, "EXPLORER_CACHE_DIR": cache}
+        env = {**os.environ, "EXPLORER_CACHE_DIR": cache, **extra_env}
         env.pop("EXPLORER_RAY", None)
-        command = [sys.executable, "-m", "explorer", "sweep", str(family)] + (["--ray", "local"] if ray else [])
         load = machine_load()
         start = time.perf_counter()
-        proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "explorer", "sweep", str(family), *arguments], cwd=ROOT, env=env,
+                              capture_output=True, text=True)
         seconds = time.perf_counter() - start
         if proc.returncode:
             raise SystemExit(proc.stderr)
@@ -59,20 +69,24 @@ def sweep(family: Path, memo: Path, ray: bool) -> dict:
         return {"seconds": round(seconds, 1), "ray_summary": summary[-1] if summary else None, "load_before": load}
 
 
-def demo_speedup(family: Path) -> dict:
+def demo_speedup(family: Path, rounds: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-ray-memo-") as warm:
         env = {**os.environ, "EXPLORER_CACHE_DIR": warm}
-        code = "import sys; from explorer.checkpoints.family import load_family; load_family(sys.argv[1]).fingerprints()"
-        subprocess.run([sys.executable, "-c", code, str(family)], cwd=ROOT, env=env, check=True)  # and warms the page cache
+        code = ("import sys; from explorer.checkpoints.family import load_family; "
+                "load_family(sys.argv[1]).fingerprints()")
+        # Hashing every checkpoint also brings them into the page cache, so that no mode pays for cold reads.
+        subprocess.run([sys.executable, "-c", code, str(family)], cwd=ROOT, env=env, check=True)
         memo = Path(warm) / "fingerprints.json"
-        runs = {"plain": [], "ray": []}
-        for ray in (False, True, False, True):  # interleaved, so that a change in the machine's load hits both
-            runs["ray" if ray else "plain"].append(sweep(family, memo, ray))
-            print(runs, file=sys.stderr)
+        runs = {mode: [] for mode in MODES}
+        for _ in range(rounds):  # interleaved, so that a change in the machine's load hits every mode
+            for mode in MODES:
+                runs[mode].append(sweep(family, memo, mode))
+                print(mode, runs[mode][-1]["seconds"], file=sys.stderr)
     best = {mode: min(run["seconds"] for run in mode_runs) for mode, mode_runs in runs.items()}
     return {"demo_weight_pass": {"family": str(family), "command": "python -m explorer sweep FAMILY [--ray local]",
                                  "ray_workers": 2, "runs": runs, "best_s": best,
-                                 "speedup": round(best["plain"] / best["ray"], 2)}}
+                                 "speedup_over_plain": round(best["plain"] / best["ray"], 2),
+                                 "speedup_over_plain_1_thread": round(best["plain_1_thread"] / best["ray"], 2)}}
 
 
 def main() -> None:
@@ -83,7 +97,8 @@ def main() -> None:
     if part == "svd":
         results.update(svd_times())
     else:
-        results.update(demo_speedup(Path(sys.argv[2]) if len(sys.argv) > 2 else DEMO))
+        family = Path(sys.argv[2]) if len(sys.argv) > 2 else DEMO
+        results.update(demo_speedup(family, int(sys.argv[3]) if len(sys.argv) > 3 else 2))
     save("ray", results)
 
 

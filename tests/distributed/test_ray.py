@@ -57,10 +57,13 @@ def _connect():
 
 
 def _assert_frames_close(plain: pd.DataFrame, distributed: pd.DataFrame) -> None:
+    """Equal within 1e-6 of each column's scale: float32 SVDs run with other thread counts (a Ray worker has one)
+    differ by about 1e-7 of the largest singular value."""
     assert list(plain.columns) == list(distributed.columns) and len(plain) == len(distributed)
     for column in plain.columns:
         if pd.api.types.is_float_dtype(plain[column]):
-            np.testing.assert_allclose(distributed[column], plain[column], atol=TOLERANCE, rtol=0)
+            scale = max(1.0, float(plain[column].abs().max()))
+            np.testing.assert_allclose(distributed[column], plain[column], atol=TOLERANCE * scale, rtol=0)
         else:
             assert (plain[column] == distributed[column]).all(), column
 
