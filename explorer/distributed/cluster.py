@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 from contextlib import contextmanager
@@ -13,6 +14,19 @@ from explorer.core.errors import ClusterError
 from explorer.core.runners import running_on
 
 PACKAGE = Path(__file__).resolve().parents[1]  # explorer/, shipped to every node of a cluster that is joined
+PROBE_TIMEOUT_S = 5
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once where nothing listens: Ray itself retries an unreachable address for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not port.isdigit():
+        raise ClusterError(f"--ray {address!r} is not HOST:PORT, auto or local")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as exc:
+        raise ClusterError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one there with "
+                           f"`ray start --head --port={port}`") from None
 
 
 def _one_line(exc: Exception) -> str:
@@ -34,6 +48,8 @@ def connect(address: str, num_cpus: int | None = None) -> Iterator:
         raise ClusterError("--ray needs Ray, which is not installed: run `make ray` "
                            "(pip install -r requirements-ray.txt)") from None
     started = not ray.is_initialized()
+    if started and address not in ("local", "auto"):
+        _check_reachable(address)
     if started:
         options = {"log_to_driver": False, "logging_level": logging.WARNING}
         try:
