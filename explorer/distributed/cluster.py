@@ -29,8 +29,9 @@ def _check_reachable(address: str) -> None:
                            f"`ray start --head --port={port}`") from None
 
 
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split()) or type(exc).__name__
+def one_line(exc: BaseException) -> str:
+    """The first line of an error's message (Ray's errors carry whole tracebacks)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 def _cpus() -> int:
@@ -63,7 +64,7 @@ def connect(address: str, num_cpus: int | None = None) -> Iterator:
             hint = "" if address == "local" or os.environ.get("RAY_AUTH_MODE") else (
                 "; if the cluster uses token authentication (Ray's default), set RAY_AUTH_MODE=token with its token "
                 "in ~/.ray/auth_token or RAY_AUTH_TOKEN")
-            raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {_one_line(exc)}{hint}") from None
+            raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {one_line(exc)}{hint}") from None
     from explorer.distributed.runner import RayRunner
 
     runner = RayRunner()

@@ -15,6 +15,7 @@ from explorer.checkpoints.family import Family
 from explorer.core.cache import result_path
 from explorer.core.errors import ClusterError
 from explorer.core.progress import Callback
+from explorer.distributed.cluster import one_line
 from explorer.distributed.plan import (
     gpus_to_use,
     model_memory,
@@ -150,11 +151,11 @@ class RayRunner:
             value = ray.get(ref)
         except RayTaskError as exc:
             cause = exc.cause if exc.cause is not None else exc
-            raise ClusterError(f"{desc}: {_one_line(cause)} (failed on the Ray cluster after {MAX_RETRIES} retries)"
+            raise ClusterError(f"{desc}: {one_line(cause)} (failed on the Ray cluster after {MAX_RETRIES} retries)"
                                ) from None
         except RayError as exc:
             what = labels[0] if len(labels) == 1 else f"{labels[0]} … {labels[-1]}"
-            raise ClusterError(f"{desc}: {what}: {type(exc).__name__}: {_one_line(exc)} (failed on the Ray cluster "
+            raise ClusterError(f"{desc}: {what}: {type(exc).__name__}: {one_line(exc)} (failed on the Ray cluster "
                                f"after {MAX_RETRIES} retries)") from None
         if isinstance(value, Failed):
             raise value.error
@@ -169,7 +170,3 @@ def _stop(pending: dict) -> None:
         ray.cancel(ref, force=actor is None)
     if pending:
         ray.wait(list(pending), num_returns=len(pending), timeout=STOP_WAIT_S)
-
-
-def _one_line(exc: BaseException) -> str:
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
