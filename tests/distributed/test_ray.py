@@ -1,4 +1,5 @@
 """The weight pass, activations and scored points on a local Ray with 2 CPUs give the plain path's numbers."""
+import json
 import shutil
 import sys
 
@@ -214,3 +215,18 @@ def test_activations_on_ray_match_the_plain_path(cluster, chat_family, tmp_path,
         for name, array in states.items():
             np.testing.assert_allclose(distributed[member][name], array, atol=TOLERANCE, rtol=0)
     assert str(settings().cache_dir) == str(tmp_path / "ray")
+
+
+def test_project_scores_several_points_on_ray_as_without(cluster, chat_family, tmp_path, monkeypatch, capsys):
+    argv = ["project", str(chat_family), "--variant", "harmful", "--method", "same", "orth", "--subspace", "random",
+            "--frac", "0.5", "--evaluate", "smoke", "--json"]
+    lines = {}
+    for mode in ("plain", "ray"):
+        _use_cache(monkeypatch, tmp_path / mode)
+        assert main(argv + (["--ray", "local"] if mode == "ray" else [])) == 0
+        lines[mode] = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(p["method"], p["frac"]) for p in lines["plain"]] == [("same", 0.5), ("orth", 0.5)]
+    assert len(lines["ray"]) == 2
+    for plain, distributed in zip(lines["plain"], lines["ray"]):
+        _assert_scores_close(plain, distributed)
+        _assert_frames_close(pd.DataFrame(plain["removed_by_layer"]), pd.DataFrame(distributed["removed_by_layer"]))
