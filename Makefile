@@ -1,11 +1,11 @@
 # Two commands do all the set-up on a fresh machine:
 #   make app    installs everything and starts the explorer on the demo family (precomputed results in cache/)
-#   make test   installs everything (Chromium included) and runs the whole test suite
+#   make test   installs everything (Chromium and the optional Ray included) and runs the whole test suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install browser app test demo precompute
+.PHONY: install browser ray app test demo precompute
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,13 +17,20 @@ $(VENV)/.installed: requirements.txt
 
 install: $(VENV)/.installed
 
+# Optional: `--ray` on a Ray cluster. The tests of the distributed runs need it and are skipped without it.
+$(VENV)/.ray-installed: $(VENV)/.installed requirements-ray.txt
+	$(PY) -m pip install -q -r requirements-ray.txt
+	touch $@
+
+ray: $(VENV)/.ray-installed
+
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
 app: install
 	$(PY) -m streamlit run app.py --server.headless true
 
-test: install browser
+test: install ray browser
 	$(PY) -m pytest -q
 
 # Rebuild the demo checkpoints (about 25 min on 2 idle CPU cores) and regenerate the committed cache/ results

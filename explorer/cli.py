@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -43,28 +44,34 @@ def cmd_mso(args: argparse.Namespace) -> None:
 def cmd_project(args: argparse.Namespace) -> None:
     from explorer.weights.projection import check_point, projection_stats
 
-    if args.method == "safelora":
+    if "safelora" in args.method:
+        if len(args.method) > 1:
+            raise ParameterError("--method safelora cannot be combined with other methods")
         return cmd_safelora(args)
     if args.threshold is not None or args.layers is not None:
         raise ParameterError("--threshold and --layers belong to --method safelora")
     if args.subspace is None or args.frac is None:
-        raise ParameterError(f"--method {args.method} needs --subspace and --frac")
-    check_point(args.method, args.subspace, args.frac, args.side)
+        raise ParameterError(f"--method {' '.join(args.method)} needs --subspace and --frac")
+    points = [(args.variant, m, s, f) for m in args.method for s in args.subspace for f in args.frac]
+    for _, method, subspace, frac in points:
+        check_point(method, subspace, frac, args.side)
     family = load_family(args.family)
-    stats = projection_stats(family, args.variant, args.seed, side=args.side)
-    point = {"variant": args.variant, "method": args.method, "subspace": args.subspace, "frac": args.frac,
-             "seed": args.seed, "side": args.side, **stats.point(args.method, args.subspace, args.frac)}
+    stats = projection_stats(family, args.variant, args.seed, keep_bases=bool(args.evaluate),
+                             side=args.side)  # one SVD pass
+    rows = [{"variant": v, "method": m, "subspace": s, "frac": f, "seed": args.seed, "side": args.side,
+             **stats.point(m, s, f)} for v, m, s, f in points]
     if args.evaluate:
-        from explorer.evaluation.scores import PointScorer
+        from explorer.evaluation.scores import score_points
 
-        scored = PointScorer(family).score(args.variant, args.method, args.subspace, args.frac, args.seed,
-                                           args.evaluate, side=args.side)
-        point.update({k: v for k, v in scored.items() if k not in point and k not in ("settings", "outcomes")})
-    if args.json:
-        point["removed_by_layer"] = stats.removed_by_layer(args.method, args.subspace, args.frac).to_dict("records")
-        print(jsontext.dumps(point))
-    else:
-        print("\n".join(f"{key:>22}: {value}" for key, value in point.items()))
+        for row, scored in zip(rows, score_points(family, points, args.seed, args.evaluate, side=args.side)):
+            row.update({k: v for k, v in scored.items() if k not in row and k not in ("settings", "outcomes")})
+    for number, row in enumerate(rows):
+        if args.json:  # one object per line
+            row["removed_by_layer"] = stats.removed_by_layer(row["method"], row["subspace"], row["frac"]) \
+                .to_dict("records")
+            print(jsontext.dumps(row))
+        else:
+            print(("\n" if number else "") + "\n".join(f"{key:>22}: {value}" for key, value in row.items()))
 
 
 def cmd_safelora(args: argparse.Namespace) -> None:
@@ -179,6 +186,11 @@ def cmd_report(args: argparse.Namespace) -> None:
             print(f"finding {finding['number']}: {finding['verdict']}{value}")
 
 
+def ray_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--ray", metavar="ADDRESS|auto|local", help="run the work on a Ray cluster: HOST:PORT or auto "
+                   "joins a running one, local starts one on this machine's cores (default: $EXPLORER_RAY, else none)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from explorer.results.precompute import GRID_FRACS
     from explorer.weights.projection import PAPER_SIDE, SIDES
@@ -190,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("family")
     p.add_argument("--update", required=True, help="alignment or a fine-tuned member")
     p.add_argument("--out", required=True)
+    ray_option(p)
     p.set_defaults(run=cmd_spectra)
 
     p = sub.add_parser("mso", help="mode subspace overlap between two updates")
@@ -199,14 +212,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--energy", type=float, nargs="+", default=list(DEFAULT_ENERGIES))
     p.add_argument("--granularity", choices=["tensor", "layer"], default="tensor")
     p.add_argument("--out", required=True)
+    ray_option(p)
     p.set_defaults(run=cmd_mso)
 
-    p = sub.add_parser("project", help="metrics of one projection or Safe LoRA point")
+    p = sub.add_parser("project", help="metrics (and scores) of projection points, or of a Safe LoRA point")
     p.add_argument("family")
     p.add_argument("--variant", required=True)
-    p.add_argument("--method", required=True, choices=["same", "orth", "opp", "safelora"])
-    p.add_argument("--subspace", choices=["alignment", "random", "random-k"], help="same, orth and opp")
-    p.add_argument("--frac", type=float, help="rank fraction ρ (same, orth and opp)")
+    p.add_argument("--method", required=True, nargs="+", choices=["same", "orth", "opp", "safelora"])
+    p.add_argument("--subspace", nargs="+", choices=["alignment", "random", "random-k"], help="same, orth and opp")
+    p.add_argument("--frac", nargs="+", type=float, help="rank fractions ρ (same, orth and opp); every (method, "
+                   "subspace, frac) combination is a point")
     p.add_argument("--threshold", type=float, help="safelora: project tensors whose cosine is at most τ")
     p.add_argument("--layers", type=int, help="safelora: project the N tensors with the lowest cosine")
     p.add_argument("--seed", type=int, default=0)
@@ -215,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", choices=["smoke", "quick", "full"],
                    help="also project the weights in place and score the model with this profile")
     p.add_argument("--json", action="store_true")
+    ray_option(p)
     p.set_defaults(run=cmd_project)
 
     p = sub.add_parser("sweep", help="fill the cache: spectra, projection energies and MSO of a family")
@@ -223,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--energy", type=float, nargs="+", default=list(DEFAULT_ENERGIES))
     p.add_argument("--keep-bases", action="store_true", help="also store SVD bases for in-place projection")
     p.add_argument("--side", choices=list(SIDES), nargs="+", default=list(SIDES), help="projection sides to compute")
+    ray_option(p)
     p.set_defaults(run=cmd_sweep)
 
     def activation_options(p: argparse.ArgumentParser) -> None:
@@ -230,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--member", required=True)
         p.add_argument("--count", type=int, default=256, help="prompts per set")
         p.add_argument("--no-chat-template", action="store_true", help="feed the prompts as raw text")
+        ray_option(p)
 
     p = sub.add_parser("activations", help="last-token hidden states of prompt sets, every layer, cached")
     activation_options(p)
@@ -254,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-fracs", type=float, nargs="+", default=list(GRID_FRACS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-activations", action="store_true", help="weight space only")
+    ray_option(p)
     p.set_defaults(run=cmd_precompute)
 
     p = sub.add_parser("report", help="the precomputed headline of a family, without recomputing")
@@ -275,11 +294,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    address = (args.ray or os.environ.get("EXPLORER_RAY")) if "ray" in args else None
     try:
         for option in OUTPUTS:
             if getattr(args, option, None):
                 check_output(getattr(args, option))
-        args.run(args)
+        if address:  # only then is Ray imported
+            from explorer.distributed.cluster import connect
+
+            with connect(address):
+                args.run(args)
+        else:
+            args.run(args)
     except ExplorerError as exc:
         print(f"error: {one_line(exc, 1000)}", file=sys.stderr)
         return 2

@@ -15,9 +15,10 @@ import torch
 
 from explorer.checkpoints.family import Family
 from explorer.checkpoints.models import batches, chat_text, load_model, load_tokenizer
-from explorer.core.cache import atomic_write, cache_key, read_verified, result_path
+from explorer.core.cache import cache_key, read_verified, result_path, write_npy
 from explorer.core.errors import PromptSetError
 from explorer.core.progress import Callback, track
+from explorer.core.runners import active_runner
 from explorer.evaluation.prompts import (
     advbench_split,
     benign_split,
@@ -91,27 +92,55 @@ def last_token_states(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     return np.concatenate(rows)
 
 
+def _missing(family: Family, member: str, sets: dict[str, list[str]], use_chat_template: bool
+             ) -> tuple[dict[str, Path], dict[str, tuple[list[str], Path]]]:
+    """Where each set's activations are cached, and the sets that are not there yet with their prompts."""
+    fingerprint = family.store(member).fingerprint()
+    keys = {name: cache_key("activations", member=fingerprint, prompts=prompts_hash(prompts), chat=use_chat_template)
+            for name, prompts in sets.items()}
+    paths = {name: result_path("activations", key, ".npy") for name, key in keys.items()}
+    # A memory-mapped load reads only the header: enough to find (and remove) a truncated entry.
+    return paths, {name: (sets[name], path) for name, path in paths.items()
+                   if read_verified(path, lambda p: np.load(p, mmap_mode="r")) is None}
+
+
+def _compute(family: Family, member: str, todo: dict[str, tuple[list[str], Path]], use_chat_template: bool,
+             batch_size: int, callback: Callback | None = None) -> dict[str, np.ndarray]:
+    model, tokenizer = load_model(family, member), load_tokenizer(family, member)
+    out = {}
+    for name, (prompts, path) in track(list(todo.items()), f"activations of {member}", callback=callback):
+        out[name] = last_token_states(model, tokenizer, prompts, batch_size, use_chat_template)
+        write_npy(path, out[name])
+    return out
+
+
 def extract(family: Family, member: str, sets: dict[str, list[str]], use_chat_template: bool = True,
             batch_size: int = 32, callback: Callback | None = None) -> dict[str, np.ndarray]:
     """Activations of every set for one member, cached by (checkpoint fingerprint, prompt-set hash, options)."""
-    fingerprint = family.store(member).fingerprint()
-    out, todo = {}, {}
-    for name, prompts in sets.items():
-        key = cache_key("activations", member=fingerprint, prompts=prompts_hash(prompts), chat=use_chat_template)
-        path = result_path("activations", key, ".npy")
-        cached = read_verified(path, np.load)
-        if cached is not None:
-            out[name] = cached
-        else:
-            todo[name] = (prompts, path)
+    paths, todo = _missing(family, member, sets, use_chat_template)
+    computed = {}
+    if todo and active_runner() is not None:
+        fill_on_runner(family, [member], {name: prompts for name, (prompts, _) in todo.items()}, use_chat_template,
+                       batch_size, callback)
+    elif todo:
+        computed = _compute(family, member, todo, use_chat_template, batch_size, callback)
+    return {name: computed[name] if name in computed else np.load(path) for name, path in paths.items()}
+
+
+def extract_member(family: Family, member: str, sets: dict[str, list[str]], use_chat_template: bool = True,
+                   batch_size: int = 32) -> list[str]:
+    """Compute a member's sets that are not cached yet into the cache; return their names (a small result)."""
+    _, todo = _missing(family, member, sets, use_chat_template)
     if todo:
-        model, tokenizer = load_model(family, member), load_tokenizer(family, member)
-        for name, (prompts, path) in track(list(todo.items()), f"activations of {member}", callback=callback):
-            out[name] = last_token_states(model, tokenizer, prompts, batch_size, use_chat_template)
-            atomic_write(path, lambda tmp, array=out[name]: _save_npy(tmp, array))
-    return {name: out[name] for name in sets}
+        _compute(family, member, todo, use_chat_template, batch_size)
+    return list(todo)
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
-    with open(path, "wb") as fh:
-        np.save(fh, array)
+def fill_on_runner(family: Family, members: list[str], sets: dict[str, list[str]], use_chat_template: bool = True,
+                   batch_size: int = 32, callback: Callback | None = None) -> None:
+    """On a cluster (an active runner), extract the members in parallel, one task per member, into the cache.
+    Without a runner there is nothing to do ahead: extract() computes each member when it is asked for."""
+    runner = active_runner()
+    if runner is not None:
+        runner.map_members(family, extract_member, members, (sets, use_chat_template, batch_size), "activations",
+                           callback)

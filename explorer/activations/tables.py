@@ -8,6 +8,7 @@ from explorer.activations.extract import (
     DEFAULT_COUNT,
     DEFAULT_SETS,
     extract,
+    fill_on_runner,
     prompt_sets,
     prompts_hash,
 )
@@ -46,6 +47,7 @@ def layer_embedding(family: Family, member: str, prompts: dict[str, list[str]], 
 def activation_tables(family: Family, sets: tuple[str, ...] = DEFAULT_SETS, count: int = DEFAULT_COUNT,
                       umap_layers: list[int] | None = None, callback: Callback | None = None) -> dict[str, pd.DataFrame]:
     prompts = prompt_sets(sets, count)
+    fill_on_runner(family, family.members, prompts, callback=callback)
     bases = writer_bases(family)
     pairs = [p for p in SET_PAIRS if set(p) <= set(prompts)]
     tables: dict[str, list[pd.DataFrame]] = {k: [] for k in

@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable, TypeVar
 
+import numpy as np
 import pandas as pd
 
 from explorer.core.config import settings
@@ -51,6 +52,14 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
 
 def write_frame(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:  # a file object, or np.save would append ".npy" to the temporary name
+            np.save(fh, array)
+
+    atomic_write(path, write)
 
 
 def write_json(path: Path, data: object) -> None:

@@ -45,3 +45,7 @@ class OutputError(ExplorerError):
 
 class AccessError(ExplorerError):
     """A path lies outside the folders that EXPLORER_ALLOWED_ROOTS allows."""
+
+
+class ClusterError(ExplorerError):
+    """The Ray cluster cannot be reached, or a task failed there after its retries."""

@@ -5,7 +5,8 @@ from explorer.checkpoints.family import ALIGNED, Family
 from explorer.checkpoints.models import load_model, load_tokenizer
 from explorer.core.cache import cache_key, cached_json
 from explorer.core.errors import ParameterError
-from explorer.core.progress import Callback
+from explorer.core.progress import Callback, track
+from explorer.core.runners import active_runner
 from explorer.evaluation.evaluate import PROFILES, evaluate
 from explorer.weights.projection import PAPER_SIDE, apply_projection, check_point
 from explorer.weights.safelora import METHOD as SAFELORA
@@ -29,6 +30,26 @@ def member_scores(family: Family, member: str, profile: str = "full", callback: 
     return cached_json("scores", key, compute)
 
 
+def score_members(family: Family, members: list[str], profile: str = "full",
+                  callback: Callback | None = None) -> dict[str, dict]:
+    """member_scores of several members: one after another here, in parallel on the active runner (a Ray cluster)."""
+    runner = active_runner()
+    if runner is not None:
+        return dict(zip(members, runner.map_members(family, member_scores, members, (profile,), "member scores",
+                                                    callback)))
+    return {m: member_scores(family, m, profile, callback) for m in track(members, "member scores")}
+
+
+def point_key(family: Family, variant: str, method: str, subspace: str, frac: float, seed: int, profile: str,
+              side: str = PAPER_SIDE) -> str:
+    """The cache key of a scored projection point (kind "scores")."""
+    check_point(method, subspace, frac, side)
+    prints = family.fingerprints()
+    return cache_key("point-scores", base=prints["base"], aligned=prints[ALIGNED], variant=prints.get(variant),
+                     method=method, subspace=subspace, frac=round(frac, 6), seed=seed, profile=_profile(profile),
+                     side=side)
+
+
 class PointScorer:
     """Evaluates projection and Safe LoRA points of one family, loading the aligned model once and writing each
     point's weights into it in place."""
@@ -40,11 +61,8 @@ class PointScorer:
 
     def score(self, variant: str, method: str, subspace: str, frac: float, seed: int = 0, profile: str = "full",
               callback: Callback | None = None, side: str = PAPER_SIDE) -> dict:
-        check_point(method, subspace, frac, side)
         profile_ = _profile(profile)
-        prints = self.family.fingerprints()
-        key = cache_key("point-scores", base=prints["base"], aligned=prints[ALIGNED], variant=prints.get(variant),
-                        method=method, subspace=subspace, frac=round(frac, 6), seed=seed, profile=profile_, side=side)
+        key = point_key(self.family, variant, method, subspace, frac, seed, profile, side)
 
         def compute() -> dict:
             model = self._aligned_model()
@@ -77,3 +95,18 @@ class PointScorer:
             self._model = load_model(self.family, ALIGNED)
             self._tokenizer = load_tokenizer(self.family, ALIGNED)
         return self._model
+
+
+def score_points(family: Family, points: list[tuple[str, str, str, float]], seed: int = 0, profile: str = "full",
+                 callback: Callback | None = None, side: str = PAPER_SIDE) -> list[dict]:
+    """Scores of (variant, method, subspace, frac) points, in order, each cached as it completes: here with one
+    loaded model, or spread over the actors of the active runner (a Ray cluster, the paper's side only)."""
+    runner = active_runner()
+    if runner is not None:
+        if side != PAPER_SIDE:
+            raise ParameterError(f"on a Ray cluster points are scored on the paper's {PAPER_SIDE} side only; "
+                                 f"drop --ray to score --side {side}")
+        return runner.score_points(family, points, seed, profile, callback)
+    scorer = PointScorer(family)
+    return [scorer.score(*point, seed, profile, side=side)
+            for point in track(points, "projection points", callback=callback)]

@@ -17,9 +17,13 @@ import transformers
 from explorer import __version__
 from explorer.checkpoints.family import Family, load_family
 from explorer.core.cache import CACHE_VERSION
-from explorer.core.progress import Callback, track
+from explorer.core.progress import Callback
 from explorer.evaluation.evaluate import SCORES
-from explorer.evaluation.scores import PointScorer, member_scores
+from explorer.evaluation.scores import (
+    PointScorer,
+    score_members,
+    score_points,
+)
 from explorer.results.bundle import write_bundle
 from explorer.results.defences import safelora_tables
 from explorer.weights.mso import update_mso
@@ -50,7 +54,7 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
                   callback: Callback | None = None) -> tuple[dict, dict[str, pd.DataFrame]]:
     tables = {}
     with _timed(timings, "member_scores"):
-        scores = {m: member_scores(family, m, profile, callback) for m in track(family.members, "member scores")}
+        scores = score_members(family, family.members, profile, callback)
     with _timed(timings, "spectra"):
         tables["spectra"] = pd.concat([spectra(family, u, callback).assign(update=u) for u in family.updates],
                                       ignore_index=True)
@@ -69,30 +73,29 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
                 for frac in CURVE_FRACS:
                     curves.append({"variant": variant, "method": method, "subspace": subspace, "frac": frac,
                                    "side": side, **st.point(method, subspace, frac)})
-    scorer = PointScorer(family)
     # The findings read the contaminated fine-tune first: score it first, so an interrupted run has it.
     variants = sorted(family.finetuned, key=lambda v: v != "contaminated")
     points = [(v, m, s, f) for v in variants for m in GRID_METHODS for s in SUBSPACES for f in grid_fracs]
     with _timed(timings, "projection_grid"):
-        for variant, method, subspace, frac in track(points, "projection grid", callback=callback):
-            point = scorer.score(variant, method, subspace, frac, seed, grid_profile, side=PAPER_SIDE)
-            keys = {"variant": variant, "method": method, "subspace": subspace, "frac": frac, "side": PAPER_SIDE}
-            grid.append(grid_row(point))
-            outcomes += outcome_rows(point["outcomes"], keys)
-            layer = stats[(PAPER_SIDE, variant)].removed_by_layer(method, subspace, frac)
-            removed.append(layer.assign(**keys))
+        scored = score_points(family, points, seed, grid_profile, callback)
+    for (variant, method, subspace, frac), point in zip(points, scored):
+        keys = {"variant": variant, "method": method, "subspace": subspace, "frac": frac, "side": PAPER_SIDE}
+        grid.append(grid_row(point))
+        outcomes += outcome_rows(point["outcomes"], keys)
+        layer = stats[(PAPER_SIDE, variant)].removed_by_layer(method, subspace, frac)
+        removed.append(layer.assign(**keys))
     if grid_profile != profile:  # the unprojected fine-tunes on the grid's prompts, for like-for-like deltas
         with _timed(timings, "grid_reference"):
-            tables["grid_reference"] = pd.DataFrame(
-                [{"member": m, **grid_row(member_scores(family, m, grid_profile, callback))} for m in family.finetuned])
-            outcomes += [row for m in family.finetuned for row in outcome_rows(
-                member_scores(family, m, grid_profile)["outcomes"], {"variant": m, "method": "unprojected"})]
+            references = score_members(family, family.finetuned, grid_profile, callback)
+            tables["grid_reference"] = pd.DataFrame([{"member": m, **grid_row(s)} for m, s in references.items()])
+            outcomes += [row for m, s in references.items()
+                         for row in outcome_rows(s["outcomes"], {"variant": m, "method": "unprojected"})]
     tables["energy_curves"] = pd.DataFrame(curves)
     tables["projection"] = pd.DataFrame(grid)
     tables["projection_outcomes"] = pd.DataFrame(outcomes)
     tables["removed_by_layer"] = pd.concat(removed, ignore_index=True)
     with _timed(timings, "safelora"):
-        tables.update(safelora_tables(family, scorer, grid_profile, callback))
+        tables.update(safelora_tables(family, PointScorer(family), grid_profile, callback))
     return scores, tables
 
 

@@ -14,7 +14,7 @@ from explorer.checkpoints.architectures import tensor_role
 from explorer.checkpoints.family import Family
 from explorer.core.cache import cache_key, read_verified, result_path, write_frame
 from explorer.core.errors import ParameterError
-from explorer.core.progress import Callback, track
+from explorer.core.progress import Callback
 from explorer.weights.spectra import update_members
 from explorer.weights.subspaces import (
     DEFAULT_ENERGIES,
@@ -23,7 +23,7 @@ from explorer.weights.subspaces import (
     left_svd,
     overlap_curve,
 )
-from explorer.weights.updates import update_tensor
+from explorer.weights.updates import map_tensors, update_tensor
 
 GRANULARITIES = ("tensor", "layer")
 COLUMNS = ["group", "granularity", "energy_frac", "k_a", "k_b", "mso", "mso_random"]
@@ -34,6 +34,18 @@ def _pair_key(family: Family, a: str, b: str, energies: list[float]) -> str:
     members = sorted({m for u in (a, b) for m in update_members(family, u)})
     return cache_key("update-mso", a=a, b=b, energies=energies, members={m: prints[m] for m in members},
                      precision="float64")
+
+
+def tensor_overlaps(family: Family, index: int, name: str, pairs: list[tuple[str, str]],
+                    energies: list[float]) -> tuple[int, list[list[tuple[int, int, float, float]]]]:
+    """One SVD per update of one tensor, then the overlap curve of each pair: (columns, one curve per pair)."""
+    needed = sorted({u for pair in pairs for u in pair}, key=family.updates.index)
+    bases = {}
+    for update in needed:
+        matrix = as_matrix(update_tensor(family, update, name))
+        basis, values = left_svd(matrix, dtype=torch.float64)
+        bases[update] = (basis, (values.double() ** 2).numpy())
+    return matrix.shape[1], [overlap_curve(*bases[a], *bases[b], energies) for a, b in pairs]
 
 
 def update_mso(family: Family, pairs: list[tuple[str, str]], energies: list[float] | None = None,
@@ -55,21 +67,15 @@ def update_mso(family: Family, pairs: list[tuple[str, str]], energies: list[floa
             todo.append(pair)
     if not todo:
         return results
-    needed = sorted({u for pair in todo for u in pair}, key=family.updates.index)
     rows: dict[tuple[str, str], list[dict]] = {pair: [] for pair in todo}
-    for name in track(family.tensor_names, "update MSO", callback=callback):
+    per_tensor = map_tensors(family, tensor_overlaps, (todo, energies), "update MSO", callback)
+    for name, (cols, curves) in zip(family.tensor_names, per_tensor):
         role = tensor_role(name, family.arch)
-        bases = {}
-        for update in needed:
-            matrix = as_matrix(update_tensor(family, update, name))
-            basis, values = left_svd(matrix, dtype=torch.float64)
-            bases[update] = (basis, (values.double() ** 2).numpy(), matrix.shape[1])
-        for a, b in todo:
-            curve = overlap_curve(bases[a][0], bases[a][1], bases[b][0], bases[b][1], energies)
+        for pair, curve in zip(todo, curves):
             for eta, (ka, kb, value, baseline) in zip(energies, curve):
-                rows[(a, b)].append({"group": name, "granularity": "tensor", "layer": role.layer,
-                                     "module": role.module, "cols": bases[a][2], "energy_frac": eta,
-                                     "k_a": ka, "k_b": kb, "mso": value, "mso_random": baseline})
+                rows[pair].append({"group": name, "granularity": "tensor", "layer": role.layer,
+                                   "module": role.module, "cols": cols, "energy_frac": eta,
+                                   "k_a": ka, "k_b": kb, "mso": value, "mso_random": baseline})
     for pair in todo:
         results[pair] = pd.DataFrame(rows[pair])
         write_frame(result_path("update-mso", _pair_key(family, *pair, energies), ".parquet"), results[pair])

@@ -30,6 +30,7 @@ from explorer.core.cache import (
     read_verified,
     result_path,
     write_frame,
+    write_npy,
 )
 from explorer.core.config import settings
 from explorer.core.errors import ParameterError
@@ -43,7 +44,7 @@ from explorer.weights.subspaces import (
     random_basis,
     random_permutation,
 )
-from explorer.weights.updates import update_tensor
+from explorer.weights.updates import map_tensors, update_tensor
 
 METHODS = ("same", "orth", "opp")
 SUBSPACES = ("alignment", "random", "random-k")
@@ -180,6 +181,38 @@ def _keys(family: Family, variant: str, seed: int, side: str) -> tuple[str, str]
     return align_key, cache_key("task-coeffs", alignment=align_key, member=prints[variant])
 
 
+def tensor_projection(family: Family, index: int, name: str, variant: str, seed: int, align_dir: Path | None,
+                      align_out: Path | None, task_out: Path | None, side: str = PAPER_SIDE
+                      ) -> tuple[dict, dict[str, np.ndarray]]:
+    """One tensor's energies in each subspace: its row of ProjectionStats.tensors and its cumulative energies.
+    Reads the alignment bases from `align_dir`, or computes them (and stores them in `align_out`)."""
+    task = oriented(update_tensor(family, variant, name), side)
+    align = oriented(update_tensor(family, "alignment", name), side)
+    if align_dir is not None:
+        basis, rand_basis, perm = (torch.from_numpy(np.array(_load(align_dir, index, label)))
+                                   for label in ALIGN_ARRAYS)
+    else:
+        basis, values = left_svd(align)
+        if not bool((values > 0).any()):
+            basis = torch.zeros_like(basis)  # an unchanged tensor has no alignment subspace
+        rand_basis = random_basis(align.shape[0], basis.shape[1], seed, name)
+        perm = random_permutation(basis.shape[1], seed, name)
+        if align_out is not None:
+            _store(align_out, index, U=basis, Q=rand_basis, perm=perm)
+    coeffs, rand_coeffs = (on_device(b.T, task) for b in (basis, rand_basis))  # (rank, cols) each
+    energy = (coeffs.double() ** 2).sum(1)
+    cumulative = {"alignment": _cumsum(energy), "random-k": _cumsum(energy[perm]),
+                  "random": _cumsum((rand_coeffs.double() ** 2).sum(1))}
+    if task_out is not None:
+        _store(task_out, index, C=coeffs, D=rand_coeffs)
+    role = tensor_role(name, family.arch)
+    task64, align64 = task.double(), align.double()
+    row = {"tensor": name, "layer": role.layer, "module": role.module, "rank": basis.shape[1],
+           "total": float((task64 ** 2).sum()), "inner_align": float((task64 * align64).sum()),
+           "align_sq": float((align64 ** 2).sum())}
+    return row, cumulative
+
+
 def projection_stats(family: Family, variant: str, seed: int = 0, keep_bases: bool = False,
                      callback: Callback | None = None, side: str = PAPER_SIDE) -> ProjectionStats:
     """Energies of a task update in the alignment, random-k and random subspaces, cached.
@@ -205,34 +238,11 @@ def projection_stats(family: Family, variant: str, seed: int = 0, keep_bases: bo
     align_dir = bases / align_key if align_ok else None
     align_out = temp_dir(bases, "align") if keep_bases and not align_dir else None
     task_out = temp_dir(bases, "task") if keep_bases else None
-    rows, cumulative = [], {s: [] for s in SUBSPACES}
     try:
-        for i, name in enumerate(track(family.tensor_names, f"projection bases of {variant}", callback=callback)):
-            task = oriented(update_tensor(family, variant, name), side)
-            align = oriented(update_tensor(family, "alignment", name), side)
-            if align_dir is not None:
-                basis, rand_basis, perm = (torch.from_numpy(np.array(_load(align_dir, i, label)))
-                                           for label in ALIGN_ARRAYS)
-            else:
-                basis, values = left_svd(align)
-                if not bool((values > 0).any()):
-                    basis = torch.zeros_like(basis)  # an unchanged tensor has no alignment subspace
-                rand_basis = random_basis(align.shape[0], basis.shape[1], seed, name)
-                perm = random_permutation(basis.shape[1], seed, name)
-                if align_out is not None:
-                    _store(align_out, i, U=basis, Q=rand_basis, perm=perm)
-            coeffs, rand_coeffs = (on_device(b.T, task) for b in (basis, rand_basis))  # (rank, cols) each
-            energy = (coeffs.double() ** 2).sum(1)
-            cumulative["alignment"].append(_cumsum(energy))
-            cumulative["random-k"].append(_cumsum(energy[perm]))
-            cumulative["random"].append(_cumsum((rand_coeffs.double() ** 2).sum(1)))
-            if task_out is not None:
-                _store(task_out, i, C=coeffs, D=rand_coeffs)
-            role = tensor_role(name, family.arch)
-            task64, align64 = task.double(), align.double()
-            rows.append({"tensor": name, "layer": role.layer, "module": role.module, "rank": basis.shape[1],
-                         "total": float((task64 ** 2).sum()), "inner_align": float((task64 * align64).sum()),
-                         "align_sq": float((align64 ** 2).sum())})
+        per_tensor = map_tensors(family, tensor_projection, (variant, seed, align_dir, align_out, task_out, side),
+                                 f"projection bases of {variant}", callback)
+        rows = [row for row, _ in per_tensor]
+        cumulative = {s: [cums[s] for _, cums in per_tensor] for s in SUBSPACES}
         stats = ProjectionStats(pd.DataFrame(rows), cumulative)
         if align_out is not None:
             _publish(align_out, bases / align_key)
@@ -251,8 +261,9 @@ def _cumsum(energy: torch.Tensor) -> np.ndarray:
 
 
 def _store(folder: Path, index: int, **arrays: torch.Tensor) -> None:
+    # Atomic per file: on a cluster, a retried task may rewrite a file that its first attempt left half-written.
     for label, array in arrays.items():
-        np.save(folder / f"{index:05d}.{label}.npy", array.numpy())
+        write_npy(folder / f"{index:05d}.{label}.npy", array.numpy())
 
 
 def _load(folder: Path, index: int, label: str) -> np.ndarray:

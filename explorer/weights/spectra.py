@@ -7,9 +7,9 @@ import pandas as pd
 from explorer.checkpoints.architectures import tensor_role
 from explorer.checkpoints.family import ALIGNED, ALIGNMENT, BASE, Family
 from explorer.core.cache import cache_key, cached_frame
-from explorer.core.progress import Callback, track
+from explorer.core.progress import Callback
 from explorer.weights.subspaces import as_matrix, energy_rank, left_svd
-from explorer.weights.updates import update_tensor
+from explorer.weights.updates import map_tensors, update_tensor
 
 
 def spectrum_summary(values: np.ndarray) -> dict[str, float]:
@@ -34,6 +34,12 @@ def update_members(family: Family, update: str) -> tuple[str, str]:
     return (BASE, ALIGNED) if update == ALIGNMENT else (ALIGNED, update)
 
 
+def tensor_spectrum(family: Family, index: int, name: str, update: str) -> np.ndarray:
+    """Singular values of one tensor of an update."""
+    _, values = left_svd(as_matrix(update_tensor(family, update, name)))
+    return values.numpy()
+
+
 def spectra(family: Family, update: str, callback: Callback | None = None) -> pd.DataFrame:
     """Singular values of every tensor of an update: columns tensor, layer, module, index, singular_value."""
     family.check_update(update)
@@ -43,11 +49,11 @@ def spectra(family: Family, update: str, callback: Callback | None = None) -> pd
 
     def compute() -> pd.DataFrame:
         frames = []
-        for name in track(names, f"spectra of {update}", callback=callback):
+        per_tensor = map_tensors(family, tensor_spectrum, (update,), f"spectra of {update}", callback)
+        for name, values in zip(names, per_tensor):
             role = tensor_role(name, family.arch)
-            _, values = left_svd(as_matrix(update_tensor(family, update, name)))
             frames.append(pd.DataFrame({"tensor": name, "layer": role.layer, "module": role.module,
-                                        "index": np.arange(len(values)), "singular_value": values.numpy()}))
+                                        "index": np.arange(len(values)), "singular_value": values}))
         return pd.concat(frames, ignore_index=True)
 
     return cached_frame("spectra", key, compute)

@@ -1,10 +1,14 @@
 """The updates of a family, read one tensor at a time: alignment = aligned - base, task = member - aligned."""
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from explorer.checkpoints.family import ALIGNED, ALIGNMENT, BASE, Family
 from explorer.checkpoints.stores import LoraStore
+from explorer.core.progress import Callback, track
+from explorer.core.runners import active_runner
 
 
 def update_tensor(family: Family, update: str, name: str) -> torch.Tensor:
@@ -22,3 +26,13 @@ def _difference(family: Family, member: str, reference: str, name: str) -> torch
         delta = store.delta(name)
         return torch.zeros(store.shape(name)) if delta is None else delta
     return store.tensor(name) - family.store(reference).tensor(name)
+
+
+def map_tensors(family: Family, work: Callable, args: tuple, desc: str, callback: Callback | None = None) -> list:
+    """[work(family, index, name, *args) for every tensor], in order: one tensor at a time here, or in tasks on
+    the active runner (a Ray cluster), so `work` must be a module-level function returning a small result."""
+    runner = active_runner()
+    if runner is not None:
+        return runner.map_tensors(family, work, args, desc, callback)
+    return [work(family, index, name, *args)
+            for index, name in enumerate(track(family.tensor_names, desc, callback=callback))]
