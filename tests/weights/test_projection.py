@@ -59,13 +59,23 @@ def _loaded(family, member):
     return AutoModelForCausalLM.from_pretrained(family.store(member).folder).eval()
 
 
-def test_full_rank_reproduces_fine_tuned_matrices(family):
+@pytest.mark.parametrize("side", ["left", "short"])
+def test_full_rank_reproduces_fine_tuned_matrices(family, side):
+    """At full rank `same` rebuilds the fine-tune, except tall matrices on the paper's left side: their left
+    subspace spans only N of M dimensions (the reason `short` exists)."""
     model = _loaded(family, "aligned")
-    apply_projection(model, family, "useful", "same", "alignment", 0.999)
+    apply_projection(model, family, "useful", "same", "alignment", 0.999, side=side)
     tuned = family.store("useful")
+    tall = 0
     for name, param in model.named_parameters():
-        if param.ndim == 2:
+        if param.ndim != 2:
+            continue
+        if side == "left" and param.shape[0] > param.shape[1]:
+            tall += 1
+            assert not torch.allclose(param.detach(), tuned.tensor(name), atol=1e-5, rtol=1e-4)
+        else:
             torch.testing.assert_close(param.detach(), tuned.tensor(name), atol=1e-5, rtol=1e-4)
+    assert tall > 0 or side == "short"
 
 
 def test_one_dimensional_tensors_keep_their_alignment_direction(family):
