@@ -42,12 +42,11 @@ def _verdicts(bundle):
 
 
 def test_paper_like_results_support_every_finding():
-    assert _verdicts(_bundle("paper-like")) == [True, True, True, True, True, None]  # 6: no Safe LoRA points
+    assert _verdicts(_outcome_bundle("paper-like", 400, 0.5, 0.2)) == [True, True, True, True, True, None]  # 6: no Safe LoRA points
 
 
 def test_contrary_results_are_reported_as_contrary():
-    contrary = _bundle("contrary", top_energy_boost=0.3, top_utility=0.2, top_refusal=0.8, mso_ratio=1.2,
-                       act_ratio=1.0)
+    contrary = _outcome_bundle("contrary", 400, 0.2, 0.8, top_energy_boost=0.3, mso_ratio=1.2, act_ratio=1.0)
     verdicts = _verdicts(contrary)
     assert verdicts[0] is False and verdicts[1] is False and verdicts[3] is False and verdicts[4] is False
     texts = [f.measured for f in findings(contrary)]
@@ -60,11 +59,17 @@ def test_html_report_has_every_finding_and_its_chart():
     assert "does not support the paper" not in page
 
 
-def _outcome_bundle(name, prompts, top_utility, top_refusal, seed=0):
-    """A grid with per-prompt outcomes: same-projection points on `prompts` prompts each, paired by prompt."""
+def _outcome_bundle(name, prompts, top_utility, top_refusal, seed=0, **options):
+    """A grid with per-prompt outcomes on `prompts` prompts per point, paired by prompt, with the unprojected
+    contaminated fine-tune on the same prompts."""
     rng = np.random.default_rng(seed)
-    base = _bundle(name, top_utility=top_utility, top_refusal=top_refusal)
+    base = _bundle(name, top_utility=top_utility, top_refusal=top_refusal, **options)
     grid, outcomes = base.table("projection"), []
+    reference = base.scores["contaminated"]
+    for outcome, rate in (("utility", reference["utility_accuracy"]), ("refusal", reference["refusal_rate"])):
+        outcomes += [{"variant": "contaminated", "method": "unprojected", "subspace": None, "frac": None,
+                      "outcome": outcome, "prompt": i, "value": float(i < round(rate * prompts))}
+                     for i in range(prompts)]
     for row in grid.itertuples():
         for outcome, rate in (("utility", row.utility_accuracy), ("refusal", row.refusal_rate)):
             values = (rng.random(prompts) < rate).astype(float)
@@ -72,12 +77,18 @@ def _outcome_bundle(name, prompts, top_utility, top_refusal, seed=0):
                           "outcome": outcome, "prompt": i, "value": v} for i, v in enumerate(values)]
     tables = {t: base.table(t) for t in ("energy_curves", "update_mso", "activation_mso")}
     frame = pd.DataFrame(outcomes)
-    means = frame.groupby(["variant", "method", "subspace", "frac", "outcome"])["value"].mean().unstack()
+    means = frame[frame["method"] != "unprojected"].groupby(
+        ["variant", "method", "subspace", "frac", "outcome"])["value"].mean().unstack()
     grid = grid.set_index(["variant", "method", "subspace", "frac"])
     grid["utility_accuracy"], grid["refusal_rate"] = means["utility"], means["refusal"]
     write_bundle(name, base.manifest, base.scores, {**tables, "projection": grid.reset_index(),
                                                     "projection_outcomes": frame})
     return Bundle.load(name)
+
+
+def test_without_per_prompt_outcomes_sampled_findings_are_inconclusive():
+    verdicts = [f.verdict for f in findings(_bundle("no-outcomes"))]
+    assert verdicts[1] == verdicts[2] == INCONCLUSIVE and verdicts[0] == verdicts[3] == SUPPORTS
 
 
 def test_a_small_effect_on_few_prompts_is_inconclusive_and_a_large_one_on_many_is_not():
