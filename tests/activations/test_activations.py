@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from builders import TINY
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from explorer.activations.embeddings import embed

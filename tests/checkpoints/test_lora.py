@@ -1,6 +1,6 @@
 import pytest
 import torch
-from conftest import adapter_family
+from builders import adapter_family
 
 from explorer.checkpoints.family import load_family
 from explorer.checkpoints.models import load_model

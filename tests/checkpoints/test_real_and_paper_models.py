@@ -3,7 +3,7 @@ import json
 
 import pytest
 import torch
-from conftest import low_rank, write_family
+from builders import low_rank, write_family
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 

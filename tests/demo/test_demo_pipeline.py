@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY
+from builders import TINY
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from explorer.demo import build as demo

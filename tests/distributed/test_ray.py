@@ -6,7 +6,7 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TINY, random_family
+from builders import TINY, random_family
 from safetensors.torch import load_file, save_file
 from transformers import AutoTokenizer, LlamaConfig
 

@@ -3,7 +3,7 @@ leave every per-prompt outcome as it was, on a tiny Llama with SmolLM2's real to
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from builders import TINY
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from explorer.evaluation.evaluate import (

@@ -107,7 +107,7 @@ def test_random_subspace_is_seeded(family):
 
 def test_top_subspace_of_aligned_update_keeps_more_of_a_task_update_that_shares_it(tmp_path):
     """A task update planted in the alignment update's top subspace keeps far more energy there than at random."""
-    from conftest import TINY, low_rank, write_family
+    from builders import TINY, low_rank, write_family
     from transformers import LlamaConfig
 
     config = LlamaConfig(**TINY)

@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY, random_family
+from builders import TINY, random_family
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config
 
 from explorer.checkpoints.family import load_family

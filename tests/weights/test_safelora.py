@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, adapter_family, low_rank, write_family
+from builders import TINY, adapter_family, low_rank, write_family
 from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, LlamaConfig
