@@ -64,14 +64,15 @@ def cmd_project(args: argparse.Namespace) -> None:
         from explorer.evaluation.scores import score_points
 
         for row, scored in zip(rows, score_points(family, points, args.seed, args.evaluate, side=args.side)):
-            row.update({k: v for k, v in scored.items() if k not in row and k not in ("settings", "outcomes")})
+            row.update({k: v for k, v in scored.items() if k not in row and k != "settings"})
     for number, row in enumerate(rows):
         if args.json:  # one object per line
             row["removed_by_layer"] = stats.removed_by_layer(row["method"], row["subspace"], row["frac"]) \
                 .to_dict("records")
             print(jsontext.dumps(row))
         else:
-            print(("\n" if number else "") + "\n".join(f"{key:>22}: {value}" for key, value in row.items()))
+            print(("\n" if number else "") + "\n".join(f"{key:>22}: {value}" for key, value in row.items()
+                                                        if key != "outcomes"))
 
 
 def cmd_safelora(args: argparse.Namespace) -> None:

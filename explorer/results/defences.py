@@ -22,7 +22,7 @@ from explorer.evaluation.evaluate import SCORES
 from explorer.evaluation.stats import bootstrap_interval
 from explorer.results.bundle import Bundle
 from explorer.results.comparisons import grid_outcomes
-from explorer.results.findings import REFUTES, UNMEASURED, Finding, judge, paper_side
+from explorer.results.findings import INCONCLUSIVE, REFUTES, UNMEASURED, Finding, judge, paper_side
 from explorer.weights.safelora import COLUMNS, SafeLoraStats, safelora_stats
 
 if TYPE_CHECKING:
@@ -294,5 +294,6 @@ def subspace_defence(bundle: Bundle) -> Finding:
                 f"subspace regains {rows[1]['selectivity']:.2f} over {len(control)} ranks. Safe LoRA is "
                 f"{_with_ci(statistic, ci)} times as selective; the paper's view holds if it is at most "
                 f"{SELECTIVITY_MARGIN}x.")
-    return Finding(6, measured, judge(statistic, ci, SELECTIVITY_MARGIN, supports_below=True), table,
+    verdict = judge(statistic, ci, SELECTIVITY_MARGIN, supports_below=True) if ci else INCONCLUSIVE
+    return Finding(6, measured, verdict, table,
                    statistic=statistic, ci=ci, threshold=SELECTIVITY_MARGIN)

@@ -23,6 +23,7 @@ from explorer.weights.spectra import spectra
 from explorer.weights.updates import map_tensors
 
 TOLERANCE = 1e-6
+LOGPROB_RTOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +42,7 @@ def chat_family(tmp_path_factory, smollm_tokenizer_dir):
     """A tiny random family with a real tokenizer, so that its points can be scored."""
     tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
     root = tmp_path_factory.mktemp("chat-family")
-    path = random_family(root, LlamaConfig(**{**TINY, "vocab_size": len(tokenizer)}), seed=5)
+    path = random_family(root, LlamaConfig(**{**TINY, "vocab_size": len(tokenizer)}), seed=5, rank=96)
     tokenizer.save_pretrained(root / "aligned")
     return path
 
@@ -80,7 +81,15 @@ def _weight_results(family_path):
     return tables
 
 
-def test_mso_and_sweep_on_ray_match_the_plain_path(cluster, llama_family, tmp_path, monkeypatch, capsys):
+@pytest.fixture(scope="module")
+def full_rank_family(tmp_path_factory):
+    """Full-rank updates: past a low-rank update's rank its singular vectors are arbitrary, and two processes with
+    different thread counts may pick different ones."""
+    return random_family(tmp_path_factory.mktemp("full-rank"), LlamaConfig(**TINY), seed=11, rank=96)
+
+
+def test_mso_and_sweep_on_ray_match_the_plain_path(cluster, full_rank_family, tmp_path, monkeypatch, capsys):
+    llama_family = full_rank_family
     outputs = {}
     for mode in ("plain", "ray"):
         _use_cache(monkeypatch, tmp_path / mode)
@@ -165,10 +174,12 @@ METRICS = ("energy_kept_ratio", "cosine_task_kept", "cosine_task_alignment", "k_
 
 
 def _assert_scores_close(plain: dict, distributed: dict, keys=SCORES + METRICS) -> None:
+    # Log-probabilities of order 10 in float32 differ in their sixth digit when two processes reduce in different
+    # orders (thread counts): they are compared relatively.
     for key in keys:
-        assert distributed[key] == pytest.approx(plain[key], abs=TOLERANCE), key
+        assert distributed[key] == pytest.approx(plain[key], abs=TOLERANCE, rel=LOGPROB_RTOL), key
     np.testing.assert_allclose(distributed["outcomes"]["target_logprob"], plain["outcomes"]["target_logprob"],
-                               atol=TOLERANCE, rtol=0)
+                               atol=TOLERANCE, rtol=LOGPROB_RTOL)
     for name in ("refusal", "utility", "over_refusal"):
         assert distributed["outcomes"][name] == plain["outcomes"][name]
 

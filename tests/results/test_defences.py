@@ -15,7 +15,7 @@ from explorer.results.defences import (
     subspace_defence,
     variant_stats,
 )
-from explorer.results.findings import findings
+from explorer.results.findings import INCONCLUSIVE, SUPPORTS, findings
 from explorer.results.html_report import render
 from explorer.results.report import headline
 
@@ -113,15 +113,17 @@ def test_a_selective_defence_does_not_support_the_finding():
 
 def test_a_defence_like_a_random_subspace_supports_the_finding():
     finding = subspace_defence(_defence_bundle("random-like", UNSELECTIVE, UNSELECTIVE, UNSELECTIVE))
-    assert finding.supported is True and finding.statistic == pytest.approx(1.0)
+    assert finding.statistic == pytest.approx(1.0)
     assert finding.ci[0] < 1.0 < finding.ci[1] < SELECTIVITY_MARGIN + 1
+    # An interval that reaches past the margin cannot support the claim on its own: three-way verdict.
+    assert finding.verdict == (SUPPORTS if finding.ci[1] <= SELECTIVITY_MARGIN else INCONCLUSIVE)
     assert "1.00" in finding.measured and "1.25x" in finding.measured
 
 
 def test_without_per_prompt_outcomes_there_is_no_interval():
     bundle = _defence_bundle("no-outcomes", SELECTIVE, UNSELECTIVE, UNSELECTIVE, outcomes=False)
     finding = subspace_defence(bundle)
-    assert finding.ci is None and finding.statistic == pytest.approx(14.0) and finding.supported is False
+    assert finding.ci is None and finding.statistic == pytest.approx(14.0) and finding.verdict == INCONCLUSIVE
     comparison = compare_with_orth(bundle, "contaminated")
     assert comparison.verdict == "inconclusive" and "no interval" in comparison.sentence()
 
@@ -170,4 +172,4 @@ def test_sixth_finding_in_the_html_report_with_its_chart():
                  scores, {**tables, "energy_curves": curves, "update_mso": mso})
     page = render(Bundle.load("report-six"))
     sixth = page[page.index("6. A subspace defence (Safe LoRA)"):]
-    assert "does not support the paper" in sixth and 'vegaEmbed("#chart6"' in sixth
+    assert "does not support the paper" in sixth and "<svg" in sixth
