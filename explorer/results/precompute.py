@@ -20,6 +20,7 @@ from explorer.core.cache import CACHE_VERSION
 from explorer.core.progress import Callback, track
 from explorer.evaluation.scores import PointScorer, member_scores
 from explorer.results.bundle import write_bundle
+from explorer.results.samples import sample_rows
 from explorer.weights.mso import update_mso
 from explorer.weights.projection import SUBSPACES, projection_stats
 from explorer.weights.spectra import spectra
@@ -55,7 +56,7 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
         pairs = family_pairs(family)
         tables["update_mso"] = pd.concat([frame.assign(a=a, b=b) for (a, b), frame in
                                           update_mso(family, pairs, callback=callback).items()], ignore_index=True)
-    curves, removed, grid = [], [], []
+    curves, removed, grid, samples = [], [], [], []
     with _timed(timings, "projection_bases"):
         stats = {v: projection_stats(family, v, seed, keep_bases=True, callback=callback) for v in family.finetuned}
     for variant, st in stats.items():
@@ -70,11 +71,14 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
         for variant, method, subspace, frac in track(points, "projection grid", callback=callback):
             point = scorer.score(variant, method, subspace, frac, seed, grid_profile)
             grid.append({k: v for k, v in point.items() if k not in ("samples", "settings", "counts")})
+            samples += sample_rows(point.get("samples", {}), variant=variant, method=method, subspace=subspace,
+                                   frac=frac)
             layer = stats[variant].removed_by_layer(method, subspace, frac)
             removed.append(layer.assign(variant=variant, method=method, subspace=subspace, frac=frac))
     tables["energy_curves"] = pd.DataFrame(curves)
     tables["projection"] = pd.DataFrame(grid)
     tables["removed_by_layer"] = pd.concat(removed, ignore_index=True)
+    tables["projection_samples"] = pd.DataFrame(samples)
     return scores, tables
 
 
