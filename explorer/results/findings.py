@@ -26,10 +26,10 @@ CLAIMS = {
     1: ("Energy kept grows with ρ about equally in every subspace",
         "Energy kept grows roughly linearly with ρ; top-k, random-k and random subspaces keep nearly the same energy.",
         "Projection lab"),
-    2: ("Parallel projection onto the top alignment directions amplifies utility and harm",
+    2: ("Keeping only the top alignment directions (method same) amplifies utility and harm",
         "Projecting onto the top-k alignment subspace amplifies utility AND harmfulness more than random subspaces: "
         "the top directions are potent, not safety-specific.", "Projection lab"),
-    3: ("Orthogonal projection removes utility and harm together",
+    3: ("Removing the top alignment directions (method orth) removes utility and harm together",
         "Orthogonal projection of a contaminated fine-tune removes utility and harm together: per unit of utility "
         "lost it removes no more harm than a random subspace.", "Projection lab"),
     4: ("Useful and harmful updates overlap", "Useful and harmful updates overlap (MSO) well above the random "
@@ -79,7 +79,7 @@ def energy_linearity(bundle: Bundle) -> Finding:
     supported = worst_r2 >= 0.9 and worst_spread <= 0.10
     measured = (f"Across {len(by_variant)} task updates, a straight line explains at least {worst_r2:.0%} of the "
                 f"energy-vs-ρ curve (threshold 90%), and the alignment, random-k and random subspaces differ by at "
-                f"most {worst_spread:.0%} of the task energy at any ρ (threshold 10 points).")
+                f"most {100 * worst_spread:.0f} points of task energy at any ρ (threshold 10 points).")
     return Finding(1, measured, supported, curves)
 
 
@@ -99,7 +99,8 @@ def parallel_amplifies(bundle: Bundle) -> Finding:
     d_harm = rows.loc["random", "refusal_rate"] - rows.loc["alignment", "refusal_rate"]
     supported = bool(d_util > 0 and d_harm > 0)
     measured = (f"On the {variant} fine-tune, keeping only the top-k alignment directions (ρ ≤ 0.5, averaged) gives "
-                f"{d_util:+.0%} word-problem accuracy and {-d_harm:+.0%} refusal compared with a random subspace of "
+                f"{100 * d_util:+.0f} points of word-problem accuracy and {-100 * d_harm:+.0f} points of refusal "
+                f"compared with a random subspace of "
                 f"the same size. The paper's claim needs both more utility and less refusal.")
     return Finding(2, measured, supported, means)
 
