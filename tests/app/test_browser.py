@@ -118,16 +118,17 @@ def test_every_chart_is_readable_and_drawn(server, browser):
     assert not problems, problems
 
 
-def _select(page, label: str, value: str) -> None:
-    box = page.locator(f'[data-testid="stSelectbox"]:has-text("{label}")').first
+def _select(page, key: str, value: str) -> None:
+    box = page.locator(f".st-key-{key} input")
     box.click()
-    page.keyboard.type(value)
+    box.fill(value)
+    page.wait_for_timeout(500)
     page.keyboard.press("Enter")
-    page.wait_for_timeout(2500)
+    page.wait_for_timeout(3000)
 
 
-def _selected(page, label: str) -> str:
-    return page.locator(f'[data-testid="stSelectbox"]:has-text("{label}") [data-baseweb="select"]').first.inner_text()
+def _selected(page, key: str) -> str:
+    return page.locator(f".st-key-{key} input").input_value()
 
 
 def test_clicked_cell_is_selected_and_the_selectboxes_then_keep_their_choice(server, browser):
@@ -148,11 +149,11 @@ def test_clicked_cell_is_selected_and_the_selectboxes_then_keep_their_choice(ser
     tensor = lines[lines.index("tensor") + 1]
     page.mouse.click(target[0], box["y"] + box["height"] * 0.4)
     page.wait_for_timeout(3000)
-    assert _selected(page, "Update") == "useful" and _selected(page, "Tensor") == tensor
-    _select(page, "Update", "harmful")
-    assert _selected(page, "Update") == "harmful", "the update snapped back to the clicked cell's"
+    assert _selected(page, "spectra_update") == "useful" and _selected(page, "spectra_tensor") == tensor
+    _select(page, "spectra_update", "harmful")
+    assert _selected(page, "spectra_update") == "harmful", "the update snapped back to the clicked cell's"
     other = "model.layers.1.mlp.down_proj.weight" if "layers.1.mlp.down_proj" not in tensor else \
         "model.layers.2.mlp.down_proj.weight"
-    _select(page, "Tensor", other)
-    assert _selected(page, "Tensor") == other and _selected(page, "Update") == "harmful"
+    _select(page, "spectra_tensor", other)
+    assert _selected(page, "spectra_tensor") == other and _selected(page, "spectra_update") == "harmful"
     page.close()
