@@ -64,6 +64,6 @@ for finding in measured:
         if chart is not None:
             chart_col.altair_chart(chart, width="content")
 
-st.download_button("Download the HTML report of these findings", render(bundle, measured), f"{bundle.manifest['family']}-"
-                   "findings.html", "text/html", key="report")
+st.download_button("Download the HTML report of these findings", render(bundle, measured),
+                   f"{bundle.manifest['family']}-findings.html", "text/html", key="report")
 st.caption(f"Precomputed by `{bundle.manifest['command']}` on {bundle.manifest['created']}.")

@@ -5,9 +5,9 @@ import streamlit as st
 from pages.common import ui
 
 bundle = ui.page("Weight spectra", "Weight spectra",
-                 "The alignment update is *aligned − base*; each task update is *fine-tune − aligned*. The maps show "
-                 "one statistic of every weight matrix of every update on one colour scale; click a cell to inspect "
-                 "that tensor's spectrum below (its cell is outlined in red).")
+                 "The alignment update is *aligned − base*; each task update is *fine-tune − aligned*. The maps "
+                 "show one statistic of every weight matrix of every update on one colour scale; click a cell to "
+                 "inspect that tensor's spectrum below (its cell is outlined in red).")
 from explorer.results import charts  # noqa: E402
 from explorer.weights.spectra import summarize  # noqa: E402
 

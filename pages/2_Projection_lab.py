@@ -78,9 +78,9 @@ if scores is not None:
         ci = charts.score_interval(scores, score)
         is_rate = score != "target_logprob"
         shown = f"{value:.0%}" if is_rate else f"{value:.2f}"
+        interval = None if ci is None else f"{ci[0]:.0%}–{ci[1]:.0%}" if is_rate else f"{ci[0]:.2f} to {ci[1]:.2f}"
         cols[i % 2].metric(charts.SCORE_TITLES[score], shown, delta=_delta(value, reference.get(score), score),
-                           delta_color="off", help=None if ci is None else
-                           ("95% interval " + (f"{ci[0]:.0%}–{ci[1]:.0%}" if is_rate else f"{ci[0]:.2f} to {ci[1]:.2f}")))
+                           delta_color="off", help=interval and f"95% interval {interval}")
     profile = scores.get("profile", bundle.manifest.get("grid_profile"))
     left.caption(f"Scored with the **{profile}** profile; the unprojected {variant} fine-tune with the "
                  f"**{reference.get('profile', bundle.manifest['profile'])}** profile. Differences are in percentage "
@@ -92,13 +92,18 @@ if scores is not None:
                     & np.isclose(rows["frac"], frac)]
         samples = samples_from_rows(rows) if len(rows) else None
     with right:
-        st.markdown("**Responses at this point** (greedy, first evaluation prompts)")
         if samples:
-            st.dataframe(samples_table(samples, reference.get("samples"), f"unprojected {variant}"),
-                         hide_index=True, width="stretch", row_height=58)
+            st.markdown("**Responses at this point** (greedy, the first evaluation prompts)")
+            shown = samples_table(samples, reference.get("samples"), f"unprojected {variant}")
         else:
+            st.markdown(f"**Responses of the unprojected {variant} fine-tune** (greedy, the first evaluation prompts)")
             st.caption("This family's precomputed results keep no responses for grid points; run "
                        "`python -m explorer precompute` again to store them (table projection_samples).")
+            shown = samples_table(reference.get("samples") or {}).rename(
+                columns={"response here": f"response, unprojected {variant}"})
+        kinds = list(dict.fromkeys(shown["kind"])) if len(shown) else []
+        for tab, kind in zip(st.tabs(kinds) if kinds else [], kinds):
+            tab.table(shown[shown["kind"] == kind].drop(columns="kind").set_index("prompt"))
 
 left, right = st.columns([4, 5])
 with left:

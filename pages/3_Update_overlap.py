@@ -26,7 +26,7 @@ maps = at.melt(id_vars=["tensor", "layer", "module", "cols"], value_vars=list(pa
                value_name="overlap")
 maps["measure"] = maps["measure"].map(panels)
 st.altair_chart(charts.layer_module_map(maps, "overlap", "Overlap", facet="measure", facet_order=list(panels.values()),
-                                        domain=(0, 1), cell=(26, 11)), width="content")
+                                        domain=(0, 1), cell=(26, 11), value_format=".2f"), width="content")
 matrices = at[at["cols"] > 1]
 st.caption(f"One colour scale for both maps, 0 to 1. Mean over weight matrices: MSO {matrices['mso'].mean():.3f}, "
            f"random baseline {matrices['mso_random'].mean():.3f}.")

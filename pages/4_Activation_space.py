@@ -53,7 +53,8 @@ if method == "umap" and layer not in umap_layers:
         if member != ALL and ui.live_button(f"Compute UMAP for layer {layer}", "compute_umap", family, problem):
             from explorer.activations.tables import layer_embedding
 
-            sets = {name: list(group.sort_values("index")["text"]) for name, group in prompts.groupby("set", sort=False)}
+            sets = {name: list(group.sort_values("index")["text"])
+                    for name, group in prompts.groupby("set", sort=False)}
             with st.spinner("Extracting activations (cached after the first time) and running UMAP…"), ui.errors():
                 live[(bundle.manifest["family"], member, layer)] = layer_embedding(family, member, sets, layer)
             st.rerun()

@@ -59,7 +59,8 @@ def prompt_responses(family: Family, member: str, prompts: dict[str, list[str]],
         rows = []
         for name, texts in track(list(prompts.items()), f"responses of {member}", callback=callback):
             responses = generate(model, tokenizer, texts, max_new_tokens)
-            rows += [{"set": name, "index": i, "response": r, "refused": is_refusal(r)} for i, r in enumerate(responses)]
+            rows += [{"set": name, "index": i, "response": r, "refused": is_refusal(r)}
+                     for i, r in enumerate(responses)]
         return pd.DataFrame(rows)
 
     return cached_frame("responses", key, compute)

@@ -193,7 +193,13 @@ def _rule_at(field: str, value: float, text: str, y_text: float | None = None) -
     rule = alt.Chart(marker).mark_rule(color="black", strokeWidth=1.5, strokeDash=[3, 2]).encode(x=f"{field}:Q")
     label = alt.Chart(marker).mark_text(align="left", dx=4, dy=2, baseline="top", fontSize=11, fontWeight="bold",
                                         y=0).encode(x=f"{field}:Q", text="label:N")
-    return [rule, label]
+    return [rule, *_haloed(label)]
+
+
+def _haloed(text: alt.Chart) -> list[alt.Chart]:
+    """A text layer over a white outline of itself, readable over lines and shading."""
+    options = {k: v for k, v in text.mark.to_dict().items() if k != "type"}
+    return [text.mark_text(**options, stroke="white", strokeWidth=3, strokeOpacity=0.9), text]
 
 
 def _band(low: float, high: float, label: str = BAND_LABEL) -> list[alt.Chart]:
@@ -258,13 +264,13 @@ def tradeoff(grid: pd.DataFrame, harm: str, references: dict[str, dict], current
         at = frame[(frame["method"] == current["method"]) & (frame["subspace"] == current["subspace"])
                    & np.isclose(frame["frac"], current["frac"])]
         if len(at):
-            here = at.assign(label=f"this point (ρ = {current['frac']:.2f})")
+            here = at.assign(label=f"this point: {current['method']} · {current['subspace']}, ρ = {current['frac']:.2f}")
     if here is not None:
         right_half = float(here[harm].iloc[0]) > float(np.mean(x_scale.domain))
         ring = alt.Chart(here).mark_point(size=520, strokeWidth=2.5, color="black", filled=False).encode(x=x, y=y)
         label = ring.mark_text(dx=-18 if right_half else 18, align="right" if right_half else "left", fontSize=11,
                                fontWeight="bold")
-        layers += [ring, label.encode(text="label:N")]
+        layers += [ring, *_haloed(label.encode(text="label:N"))]
     return alt.layer(*layers).properties(width=width, height=height, autosize=PAD)
 
 
@@ -276,7 +282,8 @@ def removed_by_layer(frame: pd.DataFrame, width: int = 800, height: int = 200) -
                                                                                    autosize=PAD)
 
 
-def overlap_curves(frame: pd.DataFrame, color: str = "pair", x: str = "energy_frac", x_title: str = "Energy fraction η",
+def overlap_curves(frame: pd.DataFrame, color: str = "pair", x: str = "energy_frac",
+                   x_title: str = "Energy fraction η",
                    band: tuple[float, float] | None = None, current: float | None = None, height: int = 280,
                    width: int = 640, legend_orient: str = "right") -> alt.Chart:
     """MSO (solid) and its random baseline (dashed) against η or layer; per layer, the paper's band shaded and
@@ -332,7 +339,8 @@ def per_layer(frame: pd.DataFrame, value: str, title: str, reference: str | None
         x=x_enc, y=alt.Y(f"{value}:Q", title=y_title or value, axis=y_axis),
         color=alt.Color(f"{color}:N", sort=series, legend=_legend(color.capitalize(), legend_orient, stroke=True,
                                                                   columns=columns)),
-        strokeWidth=alt.StrokeWidth(f"{color}:O", sort=series, scale=alt.Scale(type="ordinal", domain=series, range=widths),
+        strokeWidth=alt.StrokeWidth(f"{color}:O", sort=series,
+                                    scale=alt.Scale(type="ordinal", domain=series, range=widths),
                                     legend=None),
         tooltip=[color, "layer", alt.Tooltip(f"{value}:Q", format=".3f")])
     layers = [] if band is None else _band(*band)

@@ -27,13 +27,15 @@ def sample_rows(samples: dict[str, list[str]], **keys) -> list[dict]:
 
 def samples_table(samples: dict[str, list[str]], reference: dict[str, list[str]] | None = None,
                   reference_name: str = "unprojected") -> pd.DataFrame:
-    """Prompt, response and, where given, the reference model's response to the same prompt."""
+    """Kind of prompt, prompt, response and, where given, the reference model's response to the same prompt;
+    harmful requests first, then word problems, then benign instructions."""
     rows = []
-    for kind, responses in samples.items():
+    for kind in sorted(samples, key=lambda k: list(KINDS).index(k) if k in KINDS else len(KINDS)):
+        responses = samples[kind]
         prompts = sample_prompts(kind, len(responses))
         theirs = (reference or {}).get(kind, [])
         for i, (prompt, response) in enumerate(zip(prompts, responses)):
-            row = {"prompt": f"{KINDS.get(kind, kind)}: {prompt}", "response here": response.strip()}
+            row = {"kind": KINDS.get(kind, kind), "prompt": prompt, "response here": response.strip()}
             if reference is not None:
                 row[f"response, {reference_name}"] = theirs[i].strip() if i < len(theirs) else ""
             rows.append(row)

@@ -45,7 +45,9 @@ def profile_note(manifest: dict) -> str:
 
     def counts(name: str) -> str:
         profile = PROFILES.get(name)
-        return f" ({profile.refusal_prompts} refusal prompts, {profile.utility_prompts} word problems)" if profile else ""
+        if profile is None:
+            return ""
+        return f" ({profile.refusal_prompts} refusal prompts, {profile.utility_prompts} word problems)"
 
     members, grid = manifest["profile"], manifest.get("grid_profile") or manifest["profile"]
     if members == grid:

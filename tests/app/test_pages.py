@@ -29,6 +29,15 @@ def _chart_data(at, index=0):
     return _charts(at)[index].proto.spec
 
 
+def _chart_rows(at, index=0):
+    """The rows a chart draws (its Arrow datasets)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    sets = _charts(at)[index].proto.datasets
+    return pd.concat([pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in sets], ignore_index=True)
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_without_exceptions(tiny_demo, page):
     at = _run(page, tiny_demo)
@@ -135,9 +144,13 @@ def test_projection_opp_says_it_is_not_precomputed_and_keeps_every_chart(tiny_de
 
 def test_projection_shows_responses_at_a_grid_point(tiny_demo):
     at = _run("pages/2_Projection_lab.py", tiny_demo, proj_frac=0.5, proj_variant="harmful")
-    table = at.dataframe[0].value
-    assert list(table.columns) == ["prompt", "response here", "response, unprojected harmful"]
-    assert table["prompt"].str.startswith("Harmful request: ").any() and table["response here"].str.len().gt(0).any()
+    assert [t.label for t in at.tabs][0] == "Harmful request"
+    table = at.table[0].value
+    assert list(table.columns) == ["response here", "response, unprojected harmful"]
+    from explorer.evaluation.prompts import advbench_split
+
+    assert table.index[0] == advbench_split("evaluation")[0].goal  # each response next to its own prompt
+    assert (table["response here"].str.len() > 0).any()
 
 
 def _without_checkpoints(tiny_demo, folder: Path) -> Path:
@@ -196,8 +209,8 @@ def test_activation_search_lists_matching_prompts_with_responses(tiny_demo):
     assert {"response", "refused or not"} <= set(listed.columns)
     assert set(listed["refused or not"]) <= {"refused", "answered"}
     assert any("prompts matching" in m.value for m in at.markdown)
-    spec = _chart_data(at)
-    assert '"match":true' in spec.replace(" ", "")
+    drawn = _chart_rows(at)
+    assert drawn["match"].sum() == len(listed) and "datum.match" in _chart_data(at)  # highlighted in the chart
 
 
 def test_activation_colour_by_refusal_and_member(tiny_demo):

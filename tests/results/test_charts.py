@@ -49,8 +49,9 @@ def test_faceted_map_has_one_colour_scale_a_title_per_panel_and_readable_cells()
     rows = [{"tensor": f"model.layers.{layer}.{m}.weight", "layer": layer, "module": m, "update": u,
              "effective_rank": float(layer + i)}
             for u in ("alignment", "useful") for layer in range(30) for i, m in enumerate(("q_proj", "k_proj"))]
+    current = {"update": "useful", "tensor": "model.layers.3.q_proj.weight"}
     chart = charts.layer_module_map(pd.DataFrame(rows), "effective_rank", "Effective rank", facet="update",
-                                    selectable=True, current={"update": "useful", "tensor": "model.layers.3.q_proj.weight"})
+                                    selectable=True, current=current)
     spec = chart.to_dict()
     assert spec["facet"]["column"]["field"] == "update" and spec["resolve"]["scale"]["color"] == "shared"
     assert spec["spec"]["width"] / 2 >= 14 and spec["spec"]["height"] / 30 >= 10  # px per cell
