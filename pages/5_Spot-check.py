@@ -42,11 +42,10 @@ if result is not None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Overlap with the family's updates**")
-        st.altair_chart(charts.overlap_curves(result.overlaps, color="reference", width=260, legend_orient="bottom"),
-                        width="content")
+        st.altair_chart(charts.overlap_curves(result.overlaps, color="reference", width=230), width="content")
     with right:
         st.markdown("**Energy kept in the alignment subspace**")
-        st.altair_chart(charts.energy_curves(result.energy, width=300), width="content")
+        st.altair_chart(charts.energy_curves(result.energy, width=320), width="content")
     st.altair_chart(charts.layer_module_map(result.summary[result.summary["rank_max"] > 1], "effective_rank",
                                             "Effective rank").properties(title="Effective rank of its update"),
                     width="content")

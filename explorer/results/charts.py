@@ -95,8 +95,10 @@ def score_bars(frame: pd.DataFrame, group: str, width: int = 560, height: int = 
         y="top:Q", text=alt.Text("value:Q", format=".0%"), tooltip=tooltip)
     layers = [bars_, labels]
     if long["lo"].notna().any():
-        layers.insert(1, base.transform_filter("isValid(datum.lo)").mark_rule(color="black", strokeWidth=1.5)
-                      .encode(y="lo:Q", y2="hi:Q"))
+        bounded = base.transform_filter("isValid(datum.lo)")
+        layers[1:1] = [bounded.mark_rule(color="black", strokeWidth=1.2).encode(y="lo:Q", y2="hi:Q"),
+                       *(bounded.mark_tick(color="black", thickness=1.2, size=8).encode(y=f"{end}:Q")
+                         for end in ("lo", "hi"))]
     return alt.layer(*layers).properties(width=width, height=height, autosize=PAD)
 
 
@@ -146,6 +148,7 @@ def layer_module_map(frame: pd.DataFrame, value: str, value_title: str, facet: s
     if current:
         frame["current"] = np.logical_and.reduce([frame[k] == v for k, v in current.items() if k in frame])
     scale = alt.Scale(scheme="viridis", domain=list(domain)) if domain else alt.Scale(scheme="viridis", zero=True)
+    rows = frame["layer"].nunique()  # a shallow model's few rows are drawn taller, to be readable
     label = "tensor" if "tensor" in frame else "module"
     tooltip = ([alt.Tooltip(f"{facet}:N")] if facet else []) + [
         alt.Tooltip(f"{label}:N"), alt.Tooltip("layer:O"), alt.Tooltip(f"{value}:Q", format=value_format,
@@ -158,7 +161,7 @@ def layer_module_map(frame: pd.DataFrame, value: str, value_title: str, facet: s
         stroke=alt.condition("datum.current", alt.value("#ff2a2a"), alt.value(None)),
         strokeWidth=alt.condition("datum.current", alt.value(3), alt.value(0)),
         tooltip=tooltip,
-    ).properties(width=cell[0] * len(modules), height=cell[1] * frame["layer"].nunique())
+    ).properties(width=cell[0] * len(modules), height=max(cell[1], -(-160 // rows)) * rows)
     if selectable:
         chart = chart.add_params(alt.selection_point(name="cell", fields=[f for f in ("tensor", facet) if f],
                                                      on="click"))
@@ -392,7 +395,10 @@ def embedding_scatter(frame: pd.DataFrame, title: str, color_by: str = "set", fa
     elif color_by == "member":
         color = alt.Color("member:N", sort=natural_order(frame["member"].unique()), legend=_legend("Member"))
     else:
-        color = alt.Color("behaviour:N", scale=BEHAVIOUR_COLORS, legend=_legend("Response"))
+        present = [b for b in BEHAVIOUR_COLORS.domain if b in set(frame["behaviour"])]
+        scale = alt.Scale(domain=present, range=[BEHAVIOUR_COLORS.range[BEHAVIOUR_COLORS.domain.index(b)]
+                                                 for b in present])
+        color = alt.Color("behaviour:N", scale=scale, legend=_legend("Response"))
     tooltip = ["set", "text", alt.Tooltip("stack:Q", title="prompts at this spot")]
     tooltip += [c for c in ("member", "behaviour", "response") if c in frame]
     encoding = dict(x=alt.X("x:Q", title="Component 1", axis=alt.Axis(labels=False, ticks=False)),

@@ -138,8 +138,9 @@ def checkpoints() -> tuple[Family | None, str | None]:
     try:
         return _family(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0), None
     except ExplorerError as exc:
-        hint = f" {BUILD_HINT}" if Path(path).resolve() == DEMO.resolve() else ""
-        return None, f"Needs the family's checkpoints, which are not available here: {exc}.{hint}"
+        if Path(path).resolve() == DEMO.resolve():
+            return None, f"Needs the demo's checkpoints (cache/models/demo/), which are not built here. {BUILD_HINT}"
+        return None, f"Needs the family's checkpoints, which are not available here: {exc}."
 
 
 def live_button(label: str, key: str, family: Family | None, problem: str | None) -> bool:

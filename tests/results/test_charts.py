@@ -36,7 +36,7 @@ def test_member_scores_label_every_bar_and_draw_intervals_when_stored():
                           "over_refusal_ci": [0.0, 0.06]},
               "harmful": {"refusal_rate": 0.0, "utility_accuracy": 0.0, "over_refusal": 0.0}}
     spec = charts.member_scores(scores).to_dict()
-    assert _marks(spec) == ["bar", "rule", "text"]  # a 0% bar still has its "0%" label
+    assert _marks(spec) == ["bar", "rule", "tick", "tick", "text"]  # a 0% bar still has its "0%" label
     rows = _rows(spec, spec["layer"][0])
     assert len(rows) == 6 and sum(r["lo"] is not None and not np.isnan(r["lo"]) for r in rows) == 3
     assert spec["width"] >= 250 and spec["height"] >= 150 and spec["autosize"]["type"] == "pad"
@@ -105,3 +105,13 @@ def test_every_finding_has_a_chart_that_fits_its_labels(name, options):
         titles = [u["encoding"]["y"].get("title") for u in _layers(spec) if "y" in u.get("encoding", {})]
         assert all(t is None or len(t) <= 36 for t in titles), titles  # a y-title must fit a 150-px axis
         assert "value" not in titles and "refusal_rate" not in json.dumps(spec.get("encoding", {}))
+
+
+def test_tradeoff_reads_intervals_stored_as_ci_pairs():
+    grid = pd.DataFrame([{"variant": "useful", "method": "same", "subspace": "alignment", "frac": f,
+                          "refusal_rate": 0.5, "utility_accuracy": 0.3, "energy_kept_ratio": f,
+                          "refusal_rate_ci": [0.4, 0.6], "utility_accuracy_ci": [0.2, 0.4]} for f in (0.1, 0.5)])
+    spec = charts.tradeoff(grid, "refusal_rate", {}).to_dict()
+    rules = [u for u in _layers(spec) if u["mark"]["type"] == "rule"]
+    assert {tuple(sorted(r["encoding"])) for r in rules} >= {("color", "x", "x2", "y"), ("color", "x", "y", "y2")}
+    assert charts.with_bounds(grid)["utility_accuracy_hi"].tolist() == [0.4, 0.4]
