@@ -22,6 +22,14 @@ variant = c1.selectbox("Variant", variants, key="proj_variant")
 method = c2.selectbox("Method", ["same", "orth", "opp"], key="proj_method")
 subspace = c3.selectbox("Subspace", ["alignment", "random-k", "random"], key="proj_subspace")
 frac = c4.slider("Rank fraction ρ", 0.01, 0.99, 0.25, 0.01, key="proj_frac")
+side = None  # results precomputed before projection sides existed hold the short side's only
+if "side" in curves:
+    sides = sorted(set(curves["side"]), key=lambda s: s != "left")
+    side = st.radio("Projection side", sides, horizontal=True, key="proj_side",
+                    format_func=lambda s: {"left": "left (the paper's: P_k from dA's left singular vectors)",
+                                           "short": "short (each matrix's smaller side)"}.get(s, s))
+    curves = curves[curves["side"] == side]
+    grid = grid[grid["side"] == side] if "side" in grid else grid
 
 curve = curves[(curves["variant"] == variant) & (curves["method"] == method)]
 point = curve[(curve["subspace"] == subspace) & np.isclose(curve["frac"], frac)].iloc[0]
@@ -35,11 +43,13 @@ st.subheader("Safety and utility at this point")
 cached = grid[(grid["variant"] == variant) & (grid["method"] == method) & (grid["subspace"] == subspace)
               & np.isclose(grid["frac"], frac)]
 live = st.session_state.setdefault("live_points", {})
-live_key = (bundle.manifest["family"], variant, method, subspace, round(frac, 2))
+live_key = (bundle.manifest["family"], variant, method, subspace, round(frac, 2), side)
 scores = cached.iloc[0].to_dict() if len(cached) else live.get(live_key)
 if scores is None:
     grid_methods, grid_fracs = sorted(set(grid["method"])), sorted(set(grid["frac"]))
-    if method not in grid_methods:
+    if grid.empty and side is not None:
+        reason = f"The precomputed grid holds no point on the **{side}** side (it is for the paper's left side)."
+    elif method not in grid_methods:
         reason = f"Method **{method}** is not in the precomputed grid, which holds {' and '.join(grid_methods)}."
     elif not np.isclose(grid_fracs, frac).any():
         reason = f"ρ = {frac:.2f} is not in the precomputed grid (ρ = {', '.join(f'{f:g}' for f in grid_fracs)})."
@@ -54,7 +64,7 @@ if scores is None:
         with ui.errors():
             scorer = st.session_state.setdefault(f"scorer:{family.path}", PointScorer(family))
             scores = scorer.score(variant, method, subspace, frac, profile="quick",
-                                  callback=ui.progress_callback(bar))
+                                  callback=ui.progress_callback(bar), **({"side": side} if side else {}))
         bar.empty()
         live[live_key] = scores
 
@@ -69,6 +79,12 @@ def _delta(value: float, reference: float | None, score: str) -> str | None:
 
 if scores is not None:
     reference = bundle.scores.get(variant, {})
+    if bundle.has("grid_reference"):  # the unprojected fine-tune on the grid's prompts: a like-for-like delta
+        same_prompts = ui.table(bundle, "grid_reference")
+        same_prompts = same_prompts[(same_prompts["member"] == variant)
+                                    & (same_prompts["profile"] == scores.get("profile"))]
+        if len(same_prompts):
+            reference = {**reference, **same_prompts.iloc[0].to_dict()}
     left, right = st.columns([2, 3])
     cols = left.columns(2)
     for i, score in enumerate(SCORES):
@@ -121,11 +137,15 @@ with right:
     st.caption("Bars: 95% intervals where stored. Precomputed points only; a live point is ringed when computed.")
 
 removed = ui.table(bundle, "removed_by_layer")
+if side is not None and "side" in removed:
+    removed = removed[removed["side"] == side]
 at = removed[(removed["variant"] == variant) & (removed["method"] == method) & (removed["subspace"] == subspace)
              & np.isclose(removed["frac"], frac)]
 st.markdown(f"**Task-update energy removed, per layer** ({variant}, {method} · {subspace}, ρ = {frac:.2f})")
 if len(at):
     st.altair_chart(charts.removed_by_layer(at, width=800), width="content")
+elif removed.empty:
+    st.info(f"Energy removed per layer is precomputed for the grid's points only, none of them on the {side} side.")
 else:
     st.info("Energy removed per layer is precomputed for the grid's points only (methods "
             f"{' and '.join(sorted(set(removed['method'])))}; ρ = "

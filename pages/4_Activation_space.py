@@ -101,7 +101,12 @@ if how is not None:
 mso = ui.table(bundle, "activation_mso")
 mso["pair"] = mso["a"] + " · " + mso["b"]
 etas = sorted(set(mso["energy_frac"]))
-eta = st.select_slider("Energy fraction η", etas, value=min(etas, key=lambda e: abs(e - 0.5)), key="act_eta")
+c6, c7 = st.columns([3, 2])
+eta = c6.select_slider("Energy fraction η", etas, value=min(etas, key=lambda e: abs(e - 0.5)), key="act_eta")
+if "centered" in mso:  # results with both variants: the paper's uncentered MSO and the centered one
+    centered = c7.radio("States", [False, True], horizontal=True, key="act_centered",
+                        format_func=lambda c: "centered (set mean removed)" if c else "uncentered (the paper's)")
+    mso = mso[mso["centered"] == centered]
 focus = member if member != ALL else ("aligned" if "aligned" in members else members[0])
 at = mso[(mso["member"] == focus) & np.isclose(mso["energy_frac"], eta)]
 marks = {"band": (band[0], band[-1]), "current": layer}
@@ -109,6 +114,14 @@ st.markdown(f"**Activation MSO per layer** ({focus}, η = {eta:g}); shaded: laye
             "65–90% depth the paper averages over; the dotted rule marks the layer shown above.")
 st.altair_chart(charts.overlap_curves(at, color="pair", x="layer", x_title="Layer (hidden state; 0 = embeddings)",
                                       width=640, **marks), width="content")
+here = at[at["layer"] == layer]
+if len(here):
+    k = {**dict(zip(here["a"], here["k_a"])), **dict(zip(here["b"], here["k_b"]))}  # k depends on the set only
+    single = set(k.values()) == {1}
+    st.caption(f"At layer {layer}, η = {eta:g}, the sets' subspaces have k = "
+               + ", ".join(f"{n} ({name})" for name, n in k.items()) + " directions."
+               + (" With k = 1 the MSO compares the sets' single top directions, which for uncentered states lie "
+                  "close to their mean activations." if single else ""))
 
 left, right = st.columns(2)
 refusal = ui.table(bundle, "refusal_direction")

@@ -127,7 +127,8 @@ def table(source: Bundle, name: str) -> pd.DataFrame:
 @st.cache_resource(show_spinner=False)
 def _family(path: str, stamp: float) -> Family:
     family = load_family(path)
-    family.tensor_names  # validate once
+    if all(source.kind != "hub" for source in family.sources.values()):
+        family.tensor_names  # validate local checkpoints once; hub ones download only when an action needs them
     return family
 
 

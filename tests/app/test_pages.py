@@ -242,3 +242,58 @@ def test_spectra_tensors_in_natural_order_and_matrices_only(tiny_demo):
     tensors = at.selectbox(key="spectra_tensor").options
     layers = [int(t.split(".")[2]) for t in tensors if t.startswith("model.layers.")]
     assert layers == sorted(layers) and not any("norm" in t for t in tensors)
+
+
+def test_projection_lab_reads_sides_and_the_grids_own_reference(tiny_demo, tmp_path):
+    """Results that hold energy curves for both projection sides and the unprojected fine-tunes scored on the grid's
+    prompts (grid_reference): a side toggle, and deltas against the like-for-like reference."""
+    import pandas as pd
+
+    from explorer.results.bundle import bundle_dir
+
+    target = bundle_dir("tiny-sides")
+    shutil.copytree(bundle_dir("tiny"), target)
+    curves = pd.read_parquet(target / "energy_curves.parquet")
+    pd.concat([curves.assign(side="left"), curves.assign(side="short", energy_kept_ratio=0.5)]).to_parquet(
+        target / "energy_curves.parquet")
+    for table in ("projection", "removed_by_layer"):
+        pd.read_parquet(target / f"{table}.parquet").assign(side="left").to_parquet(target / f"{table}.parquet")
+    scores = pd.read_parquet(target / "projection.parquet")
+    reference = {"member": "harmful", "profile": scores["profile"].iloc[0], "refusal_rate": 0.75,
+                 "utility_accuracy": 0.5, "over_refusal": 0.0, "target_logprob": -1.0}
+    pd.DataFrame([reference]).to_parquet(target / "grid_reference.parquet")
+    family = tmp_path / "tiny-sides.toml"
+    family.write_text(tiny_demo.read_text().replace('name = "tiny"', 'name = "tiny-sides"'))
+
+    at = _run("pages/2_Projection_lab.py", family, proj_frac=0.5, proj_variant="harmful")
+    assert not at.exception and at.radio(key="proj_side").value == "left"
+    refusal = scores[(scores["variant"] == "harmful") & (scores["method"] == "same")
+                     & (scores["subspace"] == "alignment")]["refusal_rate"].iloc[0]
+    assert at.metric[4].delta == f"{100 * (refusal - 0.75):+.0f} points vs unprojected"
+    at.radio(key="proj_side").set_value("short").run()
+    assert not at.exception and at.metric[0].value == "50.0%"
+    assert any("no point on the **short** side" in i.value for i in at.info)
+    assert any("none of them on the short side" in i.value for i in at.info)
+
+
+def test_activation_page_states_k_and_offers_the_centered_variant(tiny_demo, tmp_path):
+    import pandas as pd
+
+    from explorer.results.bundle import bundle_dir
+
+    at = _run("pages/4_Activation_space.py", tiny_demo, act_layer=2)
+    assert any("the sets' subspaces have k = " in c.value and "(harmful)" in c.value for c in at.caption)
+    target = bundle_dir("tiny-centered")
+    shutil.copytree(bundle_dir("tiny"), target)
+    mso = pd.read_parquet(target / "activation_mso.parquet")
+    pd.concat([mso.assign(centered=False), mso.assign(centered=True, mso=0.0)]).to_parquet(
+        target / "activation_mso.parquet")
+    family = tmp_path / "tiny-centered.toml"
+    family.write_text(tiny_demo.read_text().replace('name = "tiny"', 'name = "tiny-centered"'))
+    at = _run("pages/4_Activation_space.py", family, act_layer=2)
+    uncentered = _chart_rows(at, 1)
+    at.radio(key="act_centered").set_value(True).run()
+    centered = _chart_rows(at, 1)
+    assert not at.exception and len(centered) == len(uncentered)  # one variant at a time, never both
+    assert (centered.loc[centered["measure"] == "MSO", "overlap"] == 0).all()
+    assert (uncentered.loc[uncentered["measure"] == "MSO", "overlap"] > 0).any()
