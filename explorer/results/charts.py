@@ -267,7 +267,8 @@ def tradeoff(grid: pd.DataFrame, harm: str, references: dict[str, dict], current
         at = frame[(frame["method"] == current["method"]) & (frame["subspace"] == current["subspace"])
                    & np.isclose(frame["frac"], current["frac"])]
         if len(at):
-            here = at.assign(label=f"this point: {current['method']} · {current['subspace']}, ρ = {current['frac']:.2f}")
+            here = at.assign(label=f"this point: {current['method']} · {current['subspace']}, "
+                                   f"ρ = {current['frac']:.2f}")
     if here is not None:
         right_half = float(here[harm].iloc[0]) > float(np.mean(x_scale.domain))
         ring = alt.Chart(here).mark_point(size=520, strokeWidth=2.5, color="black", filled=False).encode(x=x, y=y)
