@@ -1,12 +1,14 @@
 """Update overlap: mode subspace overlap (MSO) between the alignment update and the task updates."""
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from pages.common import ui
 
 bundle = ui.page("Update overlap", "Update overlap",
-              "MSO(A, B) = ‖Q_Aᵀ Q_B‖²_F / min(k_A, k_B), where Q holds the top left singular vectors that carry a "
-              "fraction η of each update's energy. Two random subspaces overlap by max(k_A, k_B) / d on average.")
+                 r"$\mathrm{MSO}(A, B) = \lVert Q_A^\top Q_B \rVert_F^2 \,/\, \min(k_A, k_B)$, where $Q_A$ holds "
+                 r"the top left singular vectors of update $A$ that carry a fraction $\eta$ of its energy ($k_A$ of "
+                 r"them). Two random subspaces overlap by $\max(k_A, k_B) / d$ on average: the random baseline.")
 from explorer.results import charts  # noqa: E402
 from explorer.weights.mso import by_layer  # noqa: E402
 
@@ -19,17 +21,18 @@ pair = c1.selectbox("Pair of updates", pairs, key="mso_pair")
 eta = c2.select_slider("Energy fraction η", etas, value=min(etas, key=lambda e: abs(e - 0.5)), key="mso_eta")
 
 at = mso[(mso["pair"] == pair) & np.isclose(mso["energy_frac"], eta)].rename(columns={"group": "tensor"})
-left, right = st.columns(2)
-left.altair_chart(charts.layer_module_heatmap(at, "mso", f"MSO, {pair}, η = {eta}", value_title="MSO",
-                                              domain=(0, 1)), width="stretch")
-right.altair_chart(charts.layer_module_heatmap(at, "mso_random", "Random baseline", value_title="Baseline",
-                                               domain=(0, 1)), width="stretch")
+panels = {"mso": f"MSO, {pair}, η = {eta:g}", "mso_random": "Random baseline"}
+maps = at.melt(id_vars=["tensor", "layer", "module", "cols"], value_vars=list(panels), var_name="measure",
+               value_name="overlap")
+maps["measure"] = maps["measure"].map(panels)
+st.altair_chart(charts.layer_module_map(maps, "overlap", "Overlap", facet="measure", facet_order=list(panels.values()),
+                                        domain=(0, 1), cell=(26, 11), value_format=".2f"), width="content")
 matrices = at[at["cols"] > 1]
-st.caption(f"Mean over weight matrices: MSO {matrices['mso'].mean():.3f}, random baseline "
-           f"{matrices['mso_random'].mean():.3f}.")
+st.caption(f"One colour scale for both maps, 0 to 1. Mean over weight matrices: MSO {matrices['mso'].mean():.3f}, "
+           f"random baseline {matrices['mso_random'].mean():.3f}.")
 
 st.subheader("MSO against η, every pair")
-layers = by_layer(mso[mso["pair"] == pairs[0]])["group"].unique().tolist()
+layers = charts.natural_order(by_layer(mso[mso["pair"] == pairs[0]])["group"].unique())
 scope = st.selectbox("Layer", ["average over all weight matrices", *layers], key="mso_scope")
 frames = []
 for name, group in mso.groupby("pair", sort=False):
@@ -39,8 +42,6 @@ for name, group in mso.groupby("pair", sort=False):
         curve = by_layer(group)
         curve = curve[curve["group"] == scope][["energy_frac", "mso", "mso_random"]]
     frames.append(curve.assign(pair=name))
-import pandas as pd  # noqa: E402
-
-st.altair_chart(charts.overlap_curves(pd.concat(frames)), width="stretch")
+st.altair_chart(charts.overlap_curves(pd.concat(frames), current=eta, width=640), width="content")
 ui.download(mso[mso["pair"] == pair].drop(columns="pair"), f"MSO of {pair} per tensor", "update-mso.csv",
             key="dl_mso")

@@ -20,10 +20,14 @@ from explorer.activations.refusal import (
     writer_bases,
 )
 from explorer.checkpoints.family import Family
+from explorer.checkpoints.models import load_model, load_tokenizer
 from explorer.core.cache import cache_key, cached_frame
 from explorer.core.progress import Callback, track
+from explorer.evaluation.evaluate import generate
+from explorer.evaluation.prompts import is_refusal
 
 SET_PAIRS = (("useful", "harmful"), ("useful", "benign"), ("harmful", "benign"))
+RESPONSE_TOKENS = 16  # a refusal phrase shows within the first few tokens
 
 
 def umap_layer_choice(n_states: int, every: int = 2) -> list[int]:
@@ -44,6 +48,25 @@ def layer_embedding(family: Family, member: str, prompts: dict[str, list[str]], 
     return cached_frame("embeddings", key, compute)
 
 
+def prompt_responses(family: Family, member: str, prompts: dict[str, list[str]], max_new_tokens: int = RESPONSE_TOKENS,
+                     callback: Callback | None = None) -> pd.DataFrame:
+    """A member's greedy response to every activation prompt and whether it refused (columns set, index,
+    response, refused), cached on disk by checkpoint fingerprint and prompts."""
+    key = cache_key("prompt-responses", member=family.store(member).fingerprint(), tokens=max_new_tokens,
+                    prompts={name: prompts_hash(texts) for name, texts in prompts.items()})
+
+    def compute() -> pd.DataFrame:
+        model, tokenizer = load_model(family, member), load_tokenizer(family, member)
+        rows = []
+        for name, texts in track(list(prompts.items()), f"responses of {member}", callback=callback):
+            responses = generate(model, tokenizer, texts, max_new_tokens)
+            rows += [{"set": name, "index": i, "response": r, "refused": is_refusal(r)}
+                     for i, r in enumerate(responses)]
+        return pd.DataFrame(rows)
+
+    return cached_frame("responses", key, compute)
+
+
 def activation_tables(family: Family, sets: tuple[str, ...] = DEFAULT_SETS, count: int = DEFAULT_COUNT,
                       umap_layers: list[int] | None = None, callback: Callback | None = None) -> dict[str, pd.DataFrame]:
     prompts = prompt_sets(sets, count)
@@ -52,7 +75,7 @@ def activation_tables(family: Family, sets: tuple[str, ...] = DEFAULT_SETS, coun
     pairs = [p for p in SET_PAIRS if set(p) <= set(prompts)]
     tables: dict[str, list[pd.DataFrame]] = {k: [] for k in
                                              ("activation_mso", "refusal_direction", "refusal_alignment", "probe",
-                                              "embeddings")}
+                                              "embeddings", "activation_responses")}
     for member in track(family.members, "activation analyses", callback=callback):
         states = extract(family, member, prompts, callback=callback)
         n_states = next(iter(states.values())).shape[1]
@@ -69,6 +92,8 @@ def activation_tables(family: Family, sets: tuple[str, ...] = DEFAULT_SETS, coun
             tables["refusal_direction"].append(merged.assign(member=member))
             tables["refusal_alignment"].append(cosines)
         tables["probe"].append(probe_accuracy(states).assign(member=member))
+        tables["activation_responses"].append(prompt_responses(family, member, prompts, callback=callback)
+                                              .assign(member=member))
         layers = umap_layers if umap_layers is not None else umap_layer_choice(n_states)
         for layer in range(n_states):
             at_layer = {name: array[:, layer] for name, array in states.items()}

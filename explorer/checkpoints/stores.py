@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from explorer.core.config import settings
-from explorer.core.errors import CheckpointError, NonFiniteError, one_line
+from explorer.core.errors import CheckpointError, NonFiniteError
 from explorer.core.imports import auto_classes, locked_import
 from explorer.core.paths import inside
 from explorer.core.temp import temp_dir, temp_file
@@ -62,7 +62,8 @@ def parse_source(spec: str, relative_to: Path | None = None) -> Source:
     if _HUB_ID.match(spec) and not spec.startswith((".", "/", "~")):
         repo, _, revision = spec.partition("@")
         return Source("hub", repo, revision or None)
-    raise CheckpointError(f"checkpoint not found: {path} does not exist (and {spec!r} is not a hub id)")
+    raise CheckpointError(f"checkpoint not found: {os.path.normpath(path)} does not exist (and {spec!r} is not a "
+                          "hub id)")
 
 
 def _hash_files(paths: list[Path]) -> str:
@@ -346,8 +347,22 @@ def _hub_folder(source: Source, label: str) -> Path:
     try:
         return Path(snapshot_download(source.location, revision=source.revision, allow_patterns=_HUB_PATTERNS))
     except Exception as exc:
-        raise CheckpointError(f"{label}: cannot fetch {source.label} from the Hugging Face hub "
-                              f"({one_line(exc)})") from None
+        raise CheckpointError(f"{label}: cannot fetch {source.label} from the Hugging Face hub: {_hub_reason(exc)}") \
+            from None
+
+
+def _hub_reason(exc: Exception) -> str:
+    """What went wrong with a hub download, in one line (the hub's own messages span many)."""
+    from huggingface_hub import constants
+
+    kind = type(exc).__name__
+    if constants.HF_HUB_OFFLINE or kind in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
+        return "the hub cannot be reached from here (offline) and the model is not in the local hub cache"
+    if kind in ("RepositoryNotFoundError", "GatedRepoError"):
+        return "no such model on the hub, or it is private or gated"
+    if kind == "RevisionNotFoundError":
+        return "the model has no such revision on the hub"
+    return f"{kind}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
 
 
 def open_store(source: Source, label: str, parent: TensorStore | None = None) -> TensorStore:

@@ -22,7 +22,14 @@ from explorer.evaluation.evaluate import SCORES
 from explorer.evaluation.stats import bootstrap_interval
 from explorer.results.bundle import Bundle
 from explorer.results.comparisons import grid_outcomes
-from explorer.results.findings import INCONCLUSIVE, REFUTES, UNMEASURED, Finding, judge, paper_side
+from explorer.results.findings import (
+    INCONCLUSIVE,
+    REFUTES,
+    UNMEASURED,
+    Finding,
+    judge,
+    paper_side,
+)
 from explorer.weights.safelora import COLUMNS, SafeLoraStats, safelora_stats
 
 if TYPE_CHECKING:

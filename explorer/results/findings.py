@@ -37,10 +37,10 @@ CLAIMS = {
     1: ("Energy kept grows with ρ about equally in every subspace",
         "Energy kept grows roughly linearly with ρ; top-k, random-k and random subspaces keep nearly the same energy.",
         "Projection lab"),
-    2: ("Parallel projection onto the top alignment directions amplifies utility and harm",
+    2: ("Keeping only the top alignment directions (method same) amplifies utility and harm",
         "Projecting onto the top-k alignment subspace amplifies utility AND harmfulness more than random subspaces: "
         "the top directions are potent, not safety-specific.", "Projection lab"),
-    3: ("Orthogonal projection removes utility and harm together",
+    3: ("Removing the top alignment directions (method orth) removes utility and harm together",
         "Orthogonal projection of a contaminated fine-tune removes utility and harm together: per unit of utility "
         "lost it removes no more harm than a random subspace.", "Projection lab"),
     4: ("Useful and harmful updates overlap", "Useful and harmful updates overlap (MSO) well above the random "

@@ -26,6 +26,7 @@ from explorer.evaluation.scores import (
 )
 from explorer.results.bundle import write_bundle
 from explorer.results.defences import safelora_tables
+from explorer.results.samples import sample_rows
 from explorer.weights.mso import update_mso
 from explorer.weights.projection import PAPER_SIDE, SIDES, SUBSPACES, projection_stats
 from explorer.weights.spectra import spectra
@@ -62,7 +63,7 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
         pairs = family_pairs(family)
         tables["update_mso"] = pd.concat([frame.assign(a=a, b=b) for (a, b), frame in
                                           update_mso(family, pairs, callback=callback).items()], ignore_index=True)
-    curves, removed, grid, outcomes = [], [], [], []
+    curves, removed, grid, outcomes, samples = [], [], [], [], []
     with _timed(timings, "projection_bases"):
         # Energy curves on both sides; bases kept only for the paper's side, which the grid scores.
         stats = {(side, v): projection_stats(family, v, seed, keep_bases=side == PAPER_SIDE, callback=callback,
@@ -82,6 +83,7 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
         keys = {"variant": variant, "method": method, "subspace": subspace, "frac": frac, "side": PAPER_SIDE}
         grid.append(grid_row(point))
         outcomes += outcome_rows(point["outcomes"], keys)
+        samples += sample_rows(point.get("samples", {}), **keys)
         layer = stats[(PAPER_SIDE, variant)].removed_by_layer(method, subspace, frac)
         removed.append(layer.assign(**keys))
     if grid_profile != profile:  # the unprojected fine-tunes on the grid's prompts, for like-for-like deltas
@@ -96,6 +98,7 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
     tables["removed_by_layer"] = pd.concat(removed, ignore_index=True)
     with _timed(timings, "safelora"):
         tables.update(safelora_tables(family, PointScorer(family), grid_profile, callback))
+    tables["projection_samples"] = pd.DataFrame(samples)
     return scores, tables
 
 

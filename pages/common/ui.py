@@ -1,4 +1,5 @@
-"""What every page shares: the family picker, cached reads of precomputed tables, errors, downloads."""
+"""What every page shares: the family picker, the glossary, cached reads of precomputed tables, errors, downloads,
+and the live actions' check for checkpoints."""
 from __future__ import annotations
 
 import contextlib
@@ -16,19 +17,41 @@ if str(ROOT) not in sys.path:
 from explorer.checkpoints.family import Family, load_family, read_family_spec  # noqa: E402
 from explorer.core.errors import ExplorerError  # noqa: E402
 from explorer.results.bundle import Bundle  # noqa: E402
+from explorer.results.summary import profile_note  # noqa: E402
 
 FAMILIES = ROOT / "families"
 DEMO = FAMILIES / "demo.toml"
 OTHER = "Another family file…"
-BUILD_HINT = "Build the demo checkpoints with `python -m explorer demo build` (about 30 minutes on 2 CPU cores)."
+BUILD_HINT = "Build the demo checkpoints with `make demo` (about 25 minutes on 2 CPU cores)."
+GLOSSARY = (
+    "**ρ** rank fraction: each tensor's subspace has k = ρ · min(rows, columns) directions  \n"
+    "**k** number of directions kept; *k over all tensors* sums them over every projected tensor  \n"
+    "**η** energy fraction: an update's subspace is its fewest top singular directions holding η of its "
+    "squared singular values  \n"
+    "**MSO** mode subspace overlap of two such subspaces: 0 = orthogonal, 1 = one inside the other  \n"
+    "**d′** separation of harmful and benign prompts along the refusal direction, in pooled standard deviations")
+
+
+def _use_app_navigation() -> None:
+    """A fresh server's first session, opened at a page's own URL, runs that page in Streamlit's legacy pages/
+    mode, without app.py, and lists "app" first in the navigation; run app.py's navigation instead."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
 
 
 def page(name: str, heading: str, intro: str) -> Bundle:
     """Page config, heading and introduction, then the chosen family's precomputed results."""
+    _use_app_navigation()
     st.set_page_config(page_title=f"{name} · Subspace Explorer", page_icon="🧭", layout="wide")
     st.title(heading)
     st.markdown(intro)
-    return bundle()
+    result = bundle()
+    with st.sidebar.expander("Glossary", expanded=True):
+        st.caption(GLOSSARY)
+    return result
 
 
 log = logging.getLogger("explorer.app")
@@ -98,9 +121,9 @@ def bundle() -> Bundle:
     with errors("Loading the precomputed results"):
         name = str(read_family_spec(path)["name"])
         result = _bundle(name, _stamp(name))
-        manifest = result.manifest
-        st.sidebar.caption(f"**{manifest['family']}** · precomputed {manifest['created'][:10]} · "
-                           f"{manifest['profile']} profile")
+    manifest = result.manifest
+    st.sidebar.caption(f"**{manifest['family']}** · precomputed {manifest['created'][:10]} · "
+                       f"{profile_note(manifest)}")
     return result
 
 
@@ -117,21 +140,29 @@ def table(source: Bundle, name: str) -> pd.DataFrame:
 @st.cache_resource(show_spinner=False)
 def _family(path: str, stamp: float) -> Family:
     family = load_family(path)
-    family.tensor_names  # validate once
+    if all(source.kind != "hub" for source in family.sources.values()):
+        family.tensor_names  # validate local checkpoints once; hub ones download only when an action needs them
     return family
 
 
-def live_family() -> Family:
-    """The chosen family with its checkpoints, for live computation; stops with how to get them if absent."""
+def checkpoints() -> tuple[Family | None, str | None]:
+    """The chosen family with its checkpoints, or None and why live computation is unavailable. Checked when a
+    page loads, so that a live action can be disabled up front instead of failing when clicked."""
     path = st.session_state["family"]  # chosen by the picker that bundle() drew
-    with errors("Opening the family's checkpoints"):
-        try:
-            return _family(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0)
-        except ExplorerError as exc:
-            st.error(f"Live computation needs the family's checkpoints. {exc}")
-            if Path(path).resolve() == DEMO.resolve():
-                st.info(BUILD_HINT)
-            st.stop()
+    try:
+        return _family(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0), None
+    except ExplorerError as exc:
+        if Path(path).resolve() == DEMO.resolve():
+            return None, f"Needs the demo's checkpoints (cache/models/demo/), which are not built here. {BUILD_HINT}"
+        return None, f"Needs the family's checkpoints, which are not available here: {exc}."
+
+
+def live_button(label: str, key: str, family: Family | None, problem: str | None) -> bool:
+    """A live action's button: disabled, with the reason and how to fix it, when there are no checkpoints."""
+    clicked = st.button(label, key=key, type="primary", disabled=family is None)
+    if problem:
+        st.caption(problem)
+    return clicked and family is not None
 
 
 def download(frame: pd.DataFrame, label: str, filename: str, key: str) -> None:

@@ -1,4 +1,6 @@
 """Every page through Streamlit's AppTest on a tiny family with precomputed results."""
+import os
+import shutil
 from pathlib import Path
 
 import pyarrow as pa
@@ -28,6 +30,15 @@ def _chart_data(at, index=0):
     return _charts(at)[index].proto.spec
 
 
+def _chart_rows(at, index=0):
+    """The rows a chart draws (its Arrow datasets)."""
+    import pandas as pd
+    import pyarrow as pa
+
+    sets = _charts(at)[index].proto.datasets
+    return pd.concat([pa.ipc.open_stream(d.data.data).read_all().to_pandas() for d in sets], ignore_index=True)
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_without_exceptions(tiny_demo, page):
     at = _run(page, tiny_demo)
@@ -35,6 +46,7 @@ def test_every_page_renders_without_exceptions(tiny_demo, page):
     assert not at.error, [e.value for e in at.error]
     if page != "pages/5_Spot-check.py":
         assert _charts(at), f"{page} shows no chart"
+    assert "Glossary" in [e.label for e in at.sidebar.expander]
 
 
 def test_overview_shows_six_findings_and_scores(tiny_demo):
@@ -143,3 +155,172 @@ def test_umap_on_demand_for_a_layer_without_one(tiny_demo):
     at.button(key="compute_umap").click().run()
     assert not at.exception and not at.error
     assert "UMAP" in _chart_data(at) and not any("precomputed for layers" in i.value for i in at.info)
+
+
+def test_projection_opp_says_it_is_not_precomputed_and_keeps_every_chart(tiny_demo):
+    at = _run("pages/2_Projection_lab.py", tiny_demo, proj_frac=0.5)
+    charts_before = len(_charts(at))
+    at.selectbox(key="proj_method").set_value("opp").run()
+    assert not at.exception
+    infos = [i.value for i in at.info]
+    assert any("Method **opp** is not in the precomputed grid" in i for i in infos), infos
+    assert not any("ρ = 0.50 is not in" in i for i in infos)
+    assert any("precomputed for the grid's points only" in i for i in infos)  # the per-layer chart says why
+    assert len(_charts(at)) == charts_before - 1
+
+
+def test_projection_shows_responses_at_a_grid_point(tiny_demo):
+    at = _run("pages/2_Projection_lab.py", tiny_demo, proj_frac=0.5, proj_variant="harmful")
+    assert [t.label for t in at.tabs][0] == "Harmful request"
+    table = at.table[0].value
+    assert list(table.columns) == ["response here", "response, unprojected harmful"]
+    from explorer.evaluation.prompts import advbench_split
+
+    assert table.index[0] == advbench_split("evaluation")[0].goal  # each response next to its own prompt
+    assert (table["response here"].str.len() > 0).any()
+
+
+def _without_checkpoints(tiny_demo, folder: Path) -> Path:
+    """The tiny family's file, its checkpoints moved away: its precomputed results remain."""
+    text = tiny_demo.read_text().replace('"../models/', '"../missing-models/')
+    path = folder / "families" / tiny_demo.name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize("page, key, state", [
+    ("pages/2_Projection_lab.py", "compute_live", {"proj_frac": 0.33}),
+    ("pages/4_Activation_space.py", "compute_umap", {"act_layer": 1}),
+    ("pages/5_Spot-check.py", None, {}),
+])
+def test_live_actions_are_disabled_without_checkpoints_and_nothing_else_disappears(tiny_demo, tmp_path, page, key,
+                                                                                  state):
+    with_checkpoints = _run(page, tiny_demo, **state)
+    at = _run(page, _without_checkpoints(tiny_demo, tmp_path), **state)
+    assert not at.exception and not at.error
+    button = at.button(key=key) if key else at.button[0]
+    assert button.disabled and not (with_checkpoints.button(key=key) if key else with_checkpoints.button[0]).disabled
+    assert any("Needs the family's checkpoints" in c.value and "missing-models" in c.value for c in at.caption)
+    assert len(_charts(at)) == len(_charts(with_checkpoints))
+    assert len(at.get("download_button")) == len(with_checkpoints.get("download_button"))
+
+
+def test_spot_check_errors_name_the_given_source(tiny_demo, tmp_path):
+    at = _run("pages/5_Spot-check.py", tiny_demo)
+    given = {"relative": f"{tmp_path.name}/../{tmp_path.name}/nothing-here",
+             "empty": str(tmp_path / "empty"), "hub": "someone/some-model"}
+    (tmp_path / "empty").mkdir()
+    expected = {"relative": f"{os.path.normpath(tmp_path / 'nothing-here')} does not exist",
+                "empty": f"{tmp_path / 'empty'} holds no *.safetensors", "hub": "someone/some-model"}
+    os.chdir(tmp_path.parent)  # relative sources are read against the working directory
+    try:
+        for case, spec in given.items():
+            at.text_input(key="spot_spec").input(spec)
+            at.button[0].click().run()
+            errors = [e.value for e in at.error]
+            assert not at.exception and len(errors) == 1, (case, errors)
+            assert expected[case] in errors[0] and "member 'base'" not in errors[0], (case, errors[0])
+            assert "/../" not in errors[0].replace(spec, "")  # paths it reports are normalised
+    finally:
+        os.chdir(ROOT)
+    assert "offline" in errors[0]
+
+
+def test_activation_search_lists_matching_prompts_with_responses(tiny_demo):
+    at = _run("pages/4_Activation_space.py", tiny_demo, act_layer=2)
+    at.text_input(key="act_search").input("marbles").run()
+    assert not at.exception
+    listed = at.dataframe[0].value
+    assert len(listed) > 0 and listed["prompt"].str.contains("marbles", case=False).all()
+    assert {"response", "refused or not"} <= set(listed.columns)
+    assert set(listed["refused or not"]) <= {"refused", "answered"}
+    assert any("prompts matching" in m.value for m in at.markdown)
+    drawn = _chart_rows(at)
+    assert drawn["match"].sum() == len(listed) and "datum.match" in _chart_data(at)  # highlighted in the chart
+
+
+def test_activation_colour_by_refusal_and_member(tiny_demo):
+    at = _run("pages/4_Activation_space.py", tiny_demo, act_layer=2)
+    assert "Member" not in at.radio(key="act_colour").options
+    at.radio(key="act_colour").set_value("behaviour").run()
+    assert not at.exception and '"field":"behaviour"' in _chart_data(at).replace(" ", "")
+    at.selectbox(key="act_member").set_value("all members, side by side").run()
+    at.radio(key="act_colour").set_value("member").run()
+    spec = _chart_data(at).replace(" ", "")
+    assert not at.exception and '"facet"' in spec and '"field":"member"' in spec
+
+
+def test_activation_page_without_responses_says_to_rerun_precompute(tiny_demo, tmp_path):
+    from explorer.results.bundle import bundle_dir
+
+    shutil.copytree(bundle_dir("tiny"), bundle_dir("tiny-old"))
+    (bundle_dir("tiny-old") / "activation_responses.parquet").unlink()
+    family = tmp_path / "tiny-old.toml"
+    family.write_text(tiny_demo.read_text().replace('name = "tiny"', 'name = "tiny-old"'))
+    at = _run("pages/4_Activation_space.py", family, act_layer=2, act_colour="behaviour")
+    assert not at.exception and not at.error
+    assert any("run `python -m explorer precompute`" in i.value for i in at.info)
+    assert '"field":"set"' in _chart_data(at).replace(" ", "")
+
+
+def test_spectra_tensors_in_natural_order_and_matrices_only(tiny_demo):
+    at = _run("pages/1_Weight_spectra.py", tiny_demo)
+    tensors = at.selectbox(key="spectra_tensor").options
+    layers = [int(t.split(".")[2]) for t in tensors if t.startswith("model.layers.")]
+    assert layers == sorted(layers) and not any("norm" in t for t in tensors)
+
+
+def test_projection_lab_reads_sides_and_the_grids_own_reference(tiny_demo, tmp_path):
+    """Results that hold energy curves for both projection sides and the unprojected fine-tunes scored on the grid's
+    prompts (grid_reference): a side toggle, and deltas against the like-for-like reference."""
+    import pandas as pd
+
+    from explorer.results.bundle import bundle_dir
+
+    target = bundle_dir("tiny-sides")
+    shutil.copytree(bundle_dir("tiny"), target)
+    curves = pd.read_parquet(target / "energy_curves.parquet")
+    pd.concat([curves.assign(side="left"), curves.assign(side="short", energy_kept_ratio=0.5)]).to_parquet(
+        target / "energy_curves.parquet")
+    for table in ("projection", "removed_by_layer"):
+        pd.read_parquet(target / f"{table}.parquet").assign(side="left").to_parquet(target / f"{table}.parquet")
+    scores = pd.read_parquet(target / "projection.parquet")
+    reference = {"member": "harmful", "profile": scores["profile"].iloc[0], "refusal_rate": 0.75,
+                 "utility_accuracy": 0.5, "over_refusal": 0.0, "target_logprob": -1.0}
+    pd.DataFrame([reference]).to_parquet(target / "grid_reference.parquet")
+    family = tmp_path / "tiny-sides.toml"
+    family.write_text(tiny_demo.read_text().replace('name = "tiny"', 'name = "tiny-sides"'))
+
+    at = _run("pages/2_Projection_lab.py", family, proj_frac=0.5, proj_variant="harmful")
+    assert not at.exception and at.radio(key="proj_side").value == "left"
+    refusal = scores[(scores["variant"] == "harmful") & (scores["method"] == "same")
+                     & (scores["subspace"] == "alignment")]["refusal_rate"].iloc[0]
+    assert at.metric[4].delta == f"{100 * (refusal - 0.75):+.0f} points vs unprojected"
+    at.radio(key="proj_side").set_value("short").run()
+    assert not at.exception and at.metric[0].value == "50.0%"
+    assert any("no point on the **short** side" in i.value for i in at.info)
+    assert any("none of them on the short side" in i.value for i in at.info)
+
+
+def test_activation_page_states_k_and_offers_the_centered_variant(tiny_demo, tmp_path):
+    import pandas as pd
+
+    from explorer.results.bundle import bundle_dir
+
+    at = _run("pages/4_Activation_space.py", tiny_demo, act_layer=2)
+    assert any("the sets' subspaces have k = " in c.value and "(harmful)" in c.value for c in at.caption)
+    target = bundle_dir("tiny-centered")
+    shutil.copytree(bundle_dir("tiny"), target)
+    mso = pd.read_parquet(target / "activation_mso.parquet")
+    pd.concat([mso.assign(centered=False), mso.assign(centered=True, mso=0.0)]).to_parquet(
+        target / "activation_mso.parquet")
+    family = tmp_path / "tiny-centered.toml"
+    family.write_text(tiny_demo.read_text().replace('name = "tiny"', 'name = "tiny-centered"'))
+    at = _run("pages/4_Activation_space.py", family, act_layer=2)
+    uncentered = _chart_rows(at, 1)
+    at.radio(key="act_centered").set_value(True).run()
+    centered = _chart_rows(at, 1)
+    assert not at.exception and len(centered) == len(uncentered)  # one variant at a time, never both
+    assert (centered.loc[centered["measure"] == "MSO", "overlap"] == 0).all()
+    assert (uncentered.loc[uncentered["measure"] == "MSO", "overlap"] > 0).any()

@@ -1,0 +1,56 @@
+"""A plain-language summary of what a family's findings show and where they depart from the paper."""
+from __future__ import annotations
+
+VERDICTS = ("supports", "does not support", "inconclusive", "not measurable")
+
+
+def verdict_of(finding) -> str:
+    """One of VERDICTS for a `findings.Finding` (a three-way `verdict` where findings carry one)."""
+    verdict = getattr(finding, "verdict", None)
+    if verdict in VERDICTS:
+        return verdict
+    return {True: "supports", False: "does not support"}.get(getattr(finding, "supported", None), "not measurable")
+
+
+def _numbers(items: list) -> str:
+    numbers = [str(f.number) for f in items]
+    return numbers[0] if len(numbers) == 1 else ", ".join(numbers[:-1]) + " and " + numbers[-1]
+
+
+def plain_summary(family: str, measured: list, profile_note: str) -> str:
+    """Markdown: how many of the paper's findings this family supports, which it departs from, and how much
+    weight the numbers can bear."""
+    groups = {v: [f for f in measured if verdict_of(f) == v] for v in VERDICTS}
+    agree, depart = groups["supports"], groups["does not support"]
+    parts = [f"**What the {family} family shows.** Of the paper's {len(measured)} findings, it supports "
+             f"{len(agree)}" + (f" (finding {_numbers(agree)})" if agree else "") + "."]
+    if depart:
+        titles = [f"finding {f.number} (*{f.title[0].lower() + f.title[1:]}*)" for f in depart]
+        listed = titles[0] if len(titles) == 1 else ", ".join(titles[:-1]) + " and " + titles[-1]
+        parts.append(f"It departs from the paper on {listed}. Each box below gives the number measured and the "
+                     "threshold it was judged against.")
+    if groups["inconclusive"]:
+        parts.append(f"Finding {_numbers(groups['inconclusive'])}: the 95% interval straddles the threshold, so "
+                     "this family cannot decide it.")
+    if groups["not measurable"]:
+        parts.append(f"Finding {_numbers(groups['not measurable'])} cannot be measured on these results.")
+    parts.append(f"Scores: {profile_note}. A departure can come from the family (model size, length of "
+                 "fine-tuning) or from the few prompts a score rests on, as much as from the paper.")
+    return " ".join(parts)
+
+
+def profile_note(manifest: dict) -> str:
+    """Which evaluation profile scored what, with its prompt counts (markdown)."""
+    from explorer.evaluation.evaluate import PROFILES
+
+    def counts(name: str) -> str:
+        profile = PROFILES.get(name)
+        if profile is None:
+            return ""
+        return f" ({profile.refusal_prompts} refusal prompts, {profile.utility_prompts} word problems)"
+
+    members, grid = manifest["profile"], manifest.get("grid_profile") or manifest["profile"]
+    if members == grid:
+        return f"every score from the **{members}** profile{counts(members)}"
+    return (f"members scored with the **{members}** profile{counts(members)}, the projection grid with the "
+            f"**{grid}** profile{counts(grid)}")
