@@ -90,7 +90,7 @@ def cmd_safelora(args: argparse.Namespace) -> None:
         from explorer.evaluation.scores import PointScorer
 
         scored = PointScorer(family).score_safelora(args.variant, args.threshold, args.layers, args.evaluate)
-        point.update({k: v for k, v in scored.items() if k not in point and k not in ("settings", "outcomes")})
+        point.update({k: v for k, v in scored.items() if k not in point and k != "settings"})
     if args.json:
         point["projected"] = stats.projected(args.threshold, args.layers)
         print(jsontext.dumps(point))
