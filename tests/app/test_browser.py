@@ -3,9 +3,6 @@ what is drawn looked at: every chart big enough to read and holding coloured mar
 navigation. EXPLORER_SCREENSHOTS=docs/screenshots retakes the README's screenshots."""
 import base64
 import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,35 +29,6 @@ COLOURED = """async (src) => {
   }
   return n;
 }"""
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server():
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k != "EXPLORER_CACHE_DIR"}  # the committed demo results
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.headless",
-                             "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start within 60 s")
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(10)
 
 
 @pytest.fixture(scope="module")
