@@ -85,6 +85,8 @@ if scores is not None:
                                     & (same_prompts["profile"] == scores.get("profile"))]
         if len(same_prompts):
             reference = {**reference, **same_prompts.iloc[0].to_dict()}
+    profile = scores.get("profile", bundle.manifest.get("grid_profile"))
+    comparable = reference.get("profile", bundle.manifest["profile"]) == profile  # the same prompts
     left, right = st.columns([2, 3])
     cols = left.columns(2)
     for i, score in enumerate(SCORES):
@@ -95,12 +97,16 @@ if scores is not None:
         is_rate = score != "target_logprob"
         shown = f"{value:.0%}" if is_rate else f"{value:.2f}"
         interval = None if ci is None else f"{ci[0]:.0%}–{ci[1]:.0%}" if is_rate else f"{ci[0]:.2f} to {ci[1]:.2f}"
-        cols[i % 2].metric(charts.SCORE_TITLES[score], shown, delta=_delta(value, reference.get(score), score),
-                           delta_color="off", help=interval and f"95% interval {interval}")
-    profile = scores.get("profile", bundle.manifest.get("grid_profile"))
-    left.caption(f"Scored with the **{profile}** profile; the unprojected {variant} fine-tune with the "
-                 f"**{reference.get('profile', bundle.manifest['profile'])}** profile. Differences are in percentage "
-                 "points (log-prob: in nats per token).")
+        delta = _delta(value, reference.get(score), score) if comparable else None
+        cols[i % 2].metric(charts.SCORE_TITLES[score], shown, delta=delta, delta_color="off",
+                           help=interval and f"95% interval {interval}")
+    if comparable:
+        left.caption(f"Scored with the **{profile}** profile, like the unprojected {variant} fine-tune it is compared "
+                     "with. Differences are in percentage points (log-prob: in nats per token).")
+    else:
+        left.caption(f"Scored with the **{profile}** profile. No difference is shown: the unprojected {variant} "
+                     f"fine-tune was scored with the **{reference.get('profile', bundle.manifest['profile'])}** "
+                     "profile, on other prompts. `python -m explorer precompute` stores it on the grid's prompts.")
     samples = scores.get("samples") if isinstance(scores.get("samples"), dict) else None
     if samples is None and bundle.has("projection_samples"):
         rows = ui.table(bundle, "projection_samples")

@@ -30,8 +30,9 @@ def plain_summary(family: str, measured: list, profile_note: str) -> str:
         parts.append(f"It departs from the paper on {listed}. Each box below gives the number measured and the "
                      "threshold it was judged against.")
     if groups["inconclusive"]:
-        parts.append(f"Finding {_numbers(groups['inconclusive'])}: the 95% interval straddles the threshold, so "
-                     "this family cannot decide it.")
+        parts.append(f"Finding {_numbers(groups['inconclusive'])}: inconclusive, because the 95% interval "
+                     "straddles the threshold or these results keep no per-prompt outcomes to draw one from; "
+                     "this family cannot decide it yet.")
     if groups["not measurable"]:
         parts.append(f"Finding {_numbers(groups['not measurable'])} cannot be measured on these results.")
     parts.append(f"Scores: {profile_note}. A departure can come from the family (model size, length of "
