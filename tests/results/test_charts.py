@@ -98,6 +98,9 @@ def test_stacked_counts_points_on_one_spot():
                                                                          "mso_ratio": 1.0})])
 def test_every_finding_has_a_chart_that_fits_its_labels(name, options):
     for finding in findings(_bundle(f"charts-{name}", **options)):
+        if finding.verdict == "not measurable":  # finding 6: these results hold no Safe LoRA points
+            assert charts.finding_chart(finding) is None
+            continue
         chart = charts.finding_chart(finding)
         assert chart is not None, finding.number
         spec = chart.to_dict()
