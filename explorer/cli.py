@@ -120,13 +120,13 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_demo_build(args: argparse.Namespace) -> None:
-    from explorer.demo.build import DEMO_FAMILY, BuildConfig, build_demo
+    from explorer.demo.build import build_demo, recipe
 
     if args.family:
         check_output(args.family)
-    config = BuildConfig(steps=args.steps, lr=args.lr, seed=args.seed)
+    config = recipe(args.alignment, steps=args.steps, aligned_steps=args.aligned_steps, lr=args.lr, seed=args.seed)
     start = time.perf_counter()
-    family = build_demo(Path(args.family or DEMO_FAMILY), config=config)
+    family = build_demo(Path(args.family) if args.family else None, config=config)
     print(f"demo family {family.name!r} ready in {time.perf_counter() - start:.0f} s: {family.path}", file=sys.stderr)
 
 
@@ -159,7 +159,7 @@ def cmd_precompute(args: argparse.Namespace) -> None:
     from explorer.results.precompute import precompute
 
     folder = precompute(args.family, args.profile, args.seed, tuple(args.grid_fracs), not args.no_activations,
-                        args.grid_profile)
+                        args.grid_profile, grid_variants=args.grid_variants)
     print(f"precomputed results written to {folder}", file=sys.stderr)
 
 
@@ -170,12 +170,20 @@ def cmd_report(args: argparse.Namespace) -> None:
         from explorer.results.html_report import render
 
         path = Path(args.html).expanduser()
-        page = render(bundle_for(args.family))
+        others = {}
+        for other in args.compare:
+            other_bundle = bundle_for(other)
+            others[other_bundle.manifest["family"]] = other_bundle
+        page = render(bundle_for(args.family), compare=others)
         write_output(path, lambda p: p.write_text(page, encoding="utf-8"))
         print(f"wrote the HTML report to {path}", file=sys.stderr)
         if not args.json:
             return
     report = headline(args.family)
+    if args.compare:
+        from explorer.results.report import comparison
+
+        report["comparison"] = comparison([args.family, *args.compare])
     if args.json:
         print(jsontext.dumps(report))
     else:
@@ -185,6 +193,12 @@ def cmd_report(args: argparse.Namespace) -> None:
             interval = f" (95% CI {finding['ci'][0]:.3g} to {finding['ci'][1]:.3g})" if finding["ci"] else ""
             value = "" if finding["statistic"] is None else f": statistic {finding['statistic']:.3g}{interval}"
             print(f"finding {finding['number']}: {finding['verdict']}{value}")
+        if args.compare:
+            by_family = report["comparison"]["findings"]
+            for number in range(len(report["findings"])):
+                print(f"finding {number + 1}: " + ", ".join(f"{name} {rows[number]['verdict']}"
+                                                            for name, rows in by_family.items()
+                                                            if number < len(rows)))
 
 
 def ray_option(p: argparse.ArgumentParser) -> None:
@@ -271,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-profile", choices=["smoke", "quick", "full"], help="evaluation of the projection grid "
                    "(default: --profile)")
     p.add_argument("--grid-fracs", type=float, nargs="+", default=list(GRID_FRACS))
+    p.add_argument("--grid-variants", nargs="+", metavar="VARIANT",
+                   help="fine-tuned members the grid and Safe LoRA points score (default: all; the findings read "
+                        "the contaminated one)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-activations", action="store_true", help="weight space only")
     ray_option(p)
@@ -280,13 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("family")
     p.add_argument("--json", action="store_true")
     p.add_argument("--html", metavar="OUT.html", help="write the Overview's HTML report (self-contained) to this file")
+    p.add_argument("--compare", nargs="+", default=[], metavar="FAMILY",
+                   help="other families to set beside this one (HTML: a side-by-side section; JSON: 'comparison')")
     p.set_defaults(run=cmd_report)
 
     demo = sub.add_parser("demo", help="the offline demo family").add_subparsers(dest="action", required=True,
                                                                                 parser_class=_Parser)
-    p = demo.add_parser("build", help="build (or resume) families/demo.toml and its checkpoints on this machine")
-    p.add_argument("--family", help="where to write the family file (default families/demo.toml)")
+    p = demo.add_parser("build", help="build (or resume) a demo family and its checkpoints on this machine")
+    p.add_argument("--alignment", choices=("narrow", "broad"), default="narrow",
+                   help="narrow: the aligned model answers benign prompts as the base did (families/demo.toml); "
+                        "broad: in a house style the base never uses (families/demo-broad.toml)")
+    p.add_argument("--family", help="where to write the family file (default families/demo.toml or demo-broad.toml)")
     p.add_argument("--steps", type=int, default=60, help="fine-tuning steps per member")
+    p.add_argument("--aligned-steps", type=int, help="steps of the aligned member (default: 120 broad, --steps narrow)")
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_demo_build)

@@ -1,5 +1,4 @@
 """Overview: what the chosen family shows, the six findings as measured on it, member scores."""
-import pandas as pd
 import streamlit as st
 
 from pages.common import ui
@@ -14,37 +13,28 @@ bundle = ui.page("Overview", "Subspace Explorer",
 from explorer.results import charts  # noqa: E402
 from explorer.results.findings import findings  # noqa: E402
 from explorer.results.html_report import render  # noqa: E402
-from explorer.results.summary import plain_summary, profile_note, verdict_of  # noqa: E402
+from explorer.results.summary import member_table, plain_summary, profile_note, verdict_of  # noqa: E402
+from pages.common.comparison import side_by_side  # noqa: E402
 
 with ui.errors("Measuring the findings"):
     measured = findings(bundle)
 st.info(plain_summary(bundle.manifest["family"], measured, profile_note(bundle.manifest)))
 
+compared = ui.comparison(bundle)
+if compared is not None:
+    side_by_side(bundle.manifest["family"], bundle, measured, *compared)
+
 st.subheader("Members")
 left, right = st.columns([5, 4])
 left.altair_chart(charts.member_scores(bundle.scores), width="content")
-
-
-def _cell(scores: dict, score: str) -> str:
-    value = scores.get(score)
-    if value is None:
-        return "–"
-    if score == "target_logprob":
-        return f"{value:.2f}"
-    ci = charts.score_interval(scores, score)
-    return f"{value:.0%}" + (f" ({ci[0]:.0%}–{ci[1]:.0%})" if ci else "")
-
-
-SHORT = {"refusal_rate": "Refusal", "utility_accuracy": "Accuracy", "over_refusal": "Over-refusal",
-         "target_logprob": "Log-prob"}
-table = pd.DataFrame({m: {SHORT[k]: _cell(s, k) for k in SHORT} for m, s in bundle.scores.items()}).T
-right.dataframe(table, width="stretch")
+right.dataframe(member_table(bundle.scores), width="stretch")
 counts = next(iter(bundle.scores.values())).get("counts", {})
 right.caption(f"Refusal: refusal rate on {counts.get('refusal', '?')} held-out AdvBench prompts. Accuracy: "
               f"{counts.get('utility', '?')} held-out word problems. Over-refusal: refusals of "
               f"{counts.get('over_refusal', '?')} benign instructions. Log-prob: mean per-token log-probability of "
               "AdvBench's 'Sure, here is …' answer (higher = readier to comply). Rates in %, 95% intervals in "
-              "brackets where stored.")
+              "brackets where stored." + (f" House style: the share of {counts['style']} benign answers in the broad "
+                                          "demo's house style." if counts.get("style") else ""))
 
 PAGES = {"Projection lab": "pages/2_Projection_lab.py", "Update overlap": "pages/3_Update_overlap.py",
          "Activation space": "pages/4_Activation_space.py"}
@@ -65,6 +55,8 @@ for finding in measured:
         if chart is not None:
             chart_col.altair_chart(chart, width="content")
 
-st.download_button("Download the HTML report of these findings", lambda: render(bundle, measured),
-                   f"{bundle.manifest['family']}-findings.html", "text/html", key="report")  # drawn on click
+others = dict([compared]) if compared is not None else {}
+st.download_button("Download the HTML report of these findings" + (f" (with {compared[0]})" if others else ""),
+                   lambda: render(bundle, measured, others), "-".join([bundle.manifest["family"], *others])
+                   + "-findings.html", "text/html", key="report")  # drawn on click
 st.caption(f"Precomputed by `{bundle.manifest['command']}` on {bundle.manifest['created']}.")

@@ -1,5 +1,6 @@
 """Projection lab: project a task update onto, or away from, the top-k alignment subspace and watch the scores."""
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from pages.common import ui
@@ -49,6 +50,9 @@ if scores is None:
     grid_methods, grid_fracs = sorted(set(grid["method"])), sorted(set(grid["frac"]))
     if grid.empty and side is not None:
         reason = f"The precomputed grid holds no point on the **{side}** side (it is for the paper's left side)."
+    elif variant not in set(grid["variant"]):
+        reason = (f"The precomputed grid scores the {' and '.join(sorted(set(grid['variant'])))} fine-tune only "
+                  f"(`precompute --grid-variants`), not {variant}.")
     elif method not in grid_methods:
         reason = f"Method **{method}** is not in the precomputed grid, which holds {' and '.join(grid_methods)}."
     elif not np.isclose(grid_fracs, frac).any():
@@ -129,8 +133,19 @@ if scores is not None:
 
 left, right = st.columns([4, 5])
 with left:
-    st.markdown("**Energy kept against ρ**")
-    st.altair_chart(charts.energy_curves(curve, frac, width=330), width="content")
+    compared = ui.comparison(bundle)
+    overlaid = curve
+    if compared is not None:
+        other, other_bundle = compared
+        theirs = ui.table(other_bundle, "energy_curves")
+        theirs = theirs[(theirs["variant"] == variant) & (theirs["method"] == method)
+                        & ((theirs["side"] == side) if side is not None and "side" in theirs else True)]
+        overlaid = pd.concat([curve.assign(family=bundle.manifest["family"]), theirs.assign(family=other)])
+        if theirs.empty:
+            st.caption(f"{other} has no {variant} · {method} energy curve on this side to overlay.")
+    st.markdown("**Energy kept against ρ**" + (f" ({bundle.manifest['family']} solid, {compared[0]} dashed)"
+                                                if compared is not None else ""))
+    st.altair_chart(charts.energy_curves(overlaid, frac, width=330), width="content")
 with right:
     harm = st.radio("Harm axis", ["refusal_rate", "target_logprob"], format_func=charts.SCORE_TITLES.get,
                     horizontal=True, key="proj_harm")

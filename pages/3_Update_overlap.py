@@ -34,14 +34,32 @@ st.caption(f"One colour scale for both maps, 0 to 1. Mean over weight matrices: 
 st.subheader("MSO against η, every pair")
 layers = charts.natural_order(by_layer(mso[mso["pair"] == pairs[0]])["group"].unique())
 scope = st.selectbox("Layer", ["average over all weight matrices", *layers], key="mso_scope")
-frames = []
-for name, group in mso.groupby("pair", sort=False):
+
+
+def curve_of(group: pd.DataFrame) -> pd.DataFrame:
+    """MSO against η of one pair: the mean over weight matrices, or one layer's (the scope chosen above)."""
     if scope.startswith("average"):
-        curve = group[group["cols"] > 1].groupby("energy_frac", as_index=False)[["mso", "mso_random"]].mean()
-    else:
-        curve = by_layer(group)
-        curve = curve[curve["group"] == scope][["energy_frac", "mso", "mso_random"]]
-    frames.append(curve.assign(pair=name))
+        return group[group["cols"] > 1].groupby("energy_frac", as_index=False)[["mso", "mso_random"]].mean()
+    curve = by_layer(group)
+    return curve[curve["group"] == scope][["energy_frac", "mso", "mso_random"]]
+
+
+frames = [curve_of(group).assign(pair=name) for name, group in mso.groupby("pair", sort=False)]
 st.altair_chart(charts.overlap_curves(pd.concat(frames), current=eta, width=640), width="content")
+
+compared = ui.comparison(bundle)
+if compared is not None:
+    other, other_bundle = compared
+    theirs = ui.table(other_bundle, "update_mso")
+    theirs = theirs[theirs["a"] + " · " + theirs["b"] == pair]
+    st.subheader(f"{pair}: {bundle.manifest['family']} and {other}")
+    if theirs.empty:
+        st.info(f"{other} has no {pair} pair to compare.")
+    else:
+        both = pd.concat([curve_of(mso[mso["pair"] == pair]).assign(family=bundle.manifest["family"]),
+                          curve_of(theirs).assign(family=other)])
+        st.altair_chart(charts.overlap_curves(both, color="family", current=eta, width=640), width="content")
+        st.caption("Solid: MSO; dashed: each family's random baseline, which depends on how many directions hold "
+                   "η of each update's energy.")
 ui.download(mso[mso["pair"] == pair].drop(columns="pair"), f"MSO of {pair} per tensor", "update-mso.csv",
             key="dl_mso")

@@ -114,6 +114,23 @@ st.markdown(f"**Activation MSO per layer** ({focus}, η = {eta:g}); shaded: laye
             "65–90% depth the paper averages over; the dotted rule marks the layer shown above.")
 st.altair_chart(charts.overlap_curves(at, color="pair", x="layer", x_title="Layer (hidden state; 0 = embeddings)",
                                       width=640, **marks), width="content")
+compared = ui.comparison(bundle)
+if compared is not None:
+    other, other_bundle = compared
+    theirs = ui.table(other_bundle, "activation_mso") if other_bundle.has("activation_mso") else pd.DataFrame()
+    if len(theirs) and "centered" in theirs and "centered" in mso:
+        theirs = theirs[theirs["centered"] == centered]
+    pair = "useful · harmful"
+    theirs = theirs[(theirs["member"] == focus) & (theirs["a"] + " · " + theirs["b"] == pair)
+                    & np.isclose(theirs["energy_frac"], eta)] if len(theirs) else theirs
+    if theirs.empty:
+        st.info(f"{other} has no activation MSO of {pair} prompts for the {focus} member to compare.")
+    else:
+        both = pd.concat([at[at["pair"] == pair].assign(family=bundle.manifest["family"]), theirs.assign(family=other)])
+        st.markdown(f"**{pair} prompts, {focus}: {bundle.manifest['family']} and {other}** (η = {eta:g})")
+        st.altair_chart(charts.overlap_curves(both, color="family", x="layer",
+                                              x_title="Layer (hidden state; 0 = embeddings)", width=640, **marks),
+                        width="content")
 here = at[at["layer"] == layer]
 if len(here):
     k = {**dict(zip(here["a"], here["k_a"])), **dict(zip(here["b"], here["k_b"]))}  # k depends on the set only

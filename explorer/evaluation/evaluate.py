@@ -30,11 +30,15 @@ from explorer.evaluation.prompts import (
     word_problems,
 )
 from explorer.evaluation.stats import outcome_interval
+from explorer.evaluation.style import follows_style, style_decided
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 SCORES = ("refusal_rate", "utility_accuracy", "over_refusal", "target_logprob")
+# Members are also scored for the broad demo's house style (evaluation/style.py); projected points are not.
+MEMBER_SCORES = (*SCORES, "style_adoption")
+STYLE_TOKENS = 96  # the header, two bullets and the sign-off of evaluation/style.py take about 70
 # Score -> the name of its per-prompt outcomes (and of its prompt count in "counts").
 OUTCOME_OF = {"refusal_rate": "refusal", "utility_accuracy": "utility", "over_refusal": "over_refusal",
               "target_logprob": "target_logprob"}
@@ -210,3 +214,13 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile
         "samples": {"harmful": harmful_out[:3], "utility": utility_out[:3], "benign": benign_out[:3]},
         "settings": asdict(profile),
     }
+
+
+def style_adoption(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile: Profile = FULL) -> dict:
+    """The fraction of held-out benign answers in the broad demo's house style, with its interval and outcomes."""
+    benign = list(benign_split("evaluation")[:profile.benign_prompts])
+    responses = generate(model, tokenizer, benign, STYLE_TOKENS, profile.batch_size, stop=style_decided)
+    outcome = [float(follows_style(r)) for r in responses]
+    return {"style_adoption": float(np.mean(outcome)) if outcome else None,
+            "style_adoption_ci": outcome_interval(outcome, binary=True), "counts": {"style": len(outcome)},
+            "outcomes": {"style": outcome}, "samples": {"style": responses[:3]}}

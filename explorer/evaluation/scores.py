@@ -7,7 +7,7 @@ from explorer.core.cache import cache_key, cached_json
 from explorer.core.errors import ParameterError
 from explorer.core.progress import Callback, track
 from explorer.core.runners import active_runner
-from explorer.evaluation.evaluate import PROFILES, evaluate
+from explorer.evaluation.evaluate import PROFILES, evaluate, style_adoption
 from explorer.weights.projection import PAPER_SIDE, apply_projection, check_point
 from explorer.weights.safelora import METHOD as SAFELORA
 from explorer.weights.safelora import apply_safelora, safelora_stats
@@ -27,7 +27,21 @@ def member_scores(family: Family, member: str, profile: str = "full", callback: 
         model = load_model(family, member)
         return evaluate(model, load_tokenizer(family, member), profile_, callback)
 
-    return cached_json("scores", key, compute)
+    def compute_style() -> dict:
+        return style_adoption(load_model(family, member), load_tokenizer(family, member), profile_)
+
+    scores = cached_json("scores", key, compute)
+    style = cached_json("scores", cache_key("member-style", member=family.store(member).fingerprint(),
+                                            profile=profile_), compute_style)
+    return merge_scores(scores, style)
+
+
+def merge_scores(scores: dict, extra: dict) -> dict:
+    """Scores and extra scores of the same member: their counts, outcomes and samples joined."""
+    merged = {**scores, **extra}
+    for part in ("counts", "outcomes", "samples"):
+        merged[part] = {**scores.get(part, {}), **extra.get(part, {})}
+    return merged
 
 
 def score_members(family: Family, members: list[str], profile: str = "full",

@@ -9,12 +9,13 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from explorer.evaluation.evaluate import SCORES
+from explorer.evaluation.evaluate import MEMBER_SCORES
 
 MAX_ROWS = 5000
 SCORE_TITLES = {"refusal_rate": "Refusal rate", "utility_accuracy": "Word-problem accuracy",
-                "over_refusal": "Over-refusal (benign)", "target_logprob": "Log-prob of 'Sure, here is'"}
-RATES = ("refusal_rate", "utility_accuracy", "over_refusal")
+                "over_refusal": "Over-refusal (benign)", "target_logprob": "Log-prob of 'Sure, here is'",
+                "style_adoption": "House style (benign)"}
+RATES = ("refusal_rate", "utility_accuracy", "over_refusal", "style_adoption")  # style: members only
 MODULE_ORDER = ["embed_tokens", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
                 "input_norm", "post_attn_norm", "q_proj.bias", "k_proj.bias", "v_proj.bias", "final_norm", "lm_head",
                 "other"]
@@ -24,7 +25,8 @@ SUBSPACE_DASHES = alt.Scale(domain=["alignment", "random-k", "random"], range=[[
 SUBSPACE_SHAPES = alt.Scale(domain=["alignment", "random-k", "random"], range=["circle", "square", "triangle-up"])
 METHOD_COLORS = alt.Scale(domain=["same", "orth", "opp"], range=["#1f77b4", "#ff7f0e", "#9467bd"])
 SET_COLORS = alt.Scale(domain=["useful", "harmful", "benign"], range=["#1f77b4", "#d62728", "#2ca02c"])
-SCORE_COLORS = alt.Scale(domain=list(SCORE_TITLES.values())[:3], range=["#4c78a8", "#f58518", "#54a24b"])
+SCORE_COLORS = alt.Scale(domain=[SCORE_TITLES[r] for r in RATES], range=["#4c78a8", "#f58518", "#54a24b", "#b279a2"])
+FAMILY_DASHES = [[1, 0], [7, 4], [2, 2]]  # the chosen family solid, compared ones dashed
 MEASURE_DASHES = alt.Scale(domain=["MSO", "random baseline"], range=[[1, 0], [5, 4]])
 BAND_LABEL = "65–90% depth"
 LAYER_LABELS = "datum.value == -1 ? 'outside' : datum.value"
@@ -174,20 +176,49 @@ def layer_module_map(frame: pd.DataFrame, value: str, value_title: str, facet: s
 
 
 def energy_curves(curves: pd.DataFrame, frac: float | None = None, width: int = 380, height: int = 260) -> alt.Chart:
-    """Energy kept against ρ, one line per subspace (dashed differently: random and random-k often coincide)."""
+    """Energy kept against ρ, one line per subspace (dashed differently: random and random-k often coincide).
+    With a `family` column naming two families or more, colour is the subspace and the dash the family."""
     legend = _legend("Subspace", "bottom", stroke=True)
+    families = list(dict.fromkeys(curves["family"])) if "family" in curves else []
+    if len(families) > 1:
+        dash = alt.StrokeDash("family:N", scale=alt.Scale(domain=families, range=FAMILY_DASHES[:len(families)]),
+                              legend=_legend("Family", "bottom", stroke=True))
+        detail = {"detail": "family:N"}
+    else:
+        dash, detail = alt.StrokeDash("subspace:N", scale=SUBSPACE_DASHES, legend=legend), {}
     line = alt.Chart(curves).mark_line(strokeWidth=2.2).encode(
         x=alt.X("frac:Q", title="Rank fraction ρ", scale=alt.Scale(domain=[0, 1])),
         y=alt.Y("energy_kept_ratio:Q", title="Task energy kept", axis=alt.Axis(format="%"),
                 scale=alt.Scale(domain=[0, 1])),
-        color=alt.Color("subspace:N", scale=SUBSPACE_COLORS, legend=legend),
-        strokeDash=alt.StrokeDash("subspace:N", scale=SUBSPACE_DASHES, legend=legend),
-        tooltip=["subspace", "frac", alt.Tooltip("energy_kept_ratio:Q", format=".1%"),
-                 alt.Tooltip("cosine_task_kept:Q", format=".3f"), "k_total"])
+        color=alt.Color("subspace:N", scale=SUBSPACE_COLORS, legend=legend), strokeDash=dash, **detail,
+        tooltip=[*(["family"] if families else []), "subspace", "frac",
+                 alt.Tooltip("energy_kept_ratio:Q", format=".1%"), alt.Tooltip("cosine_task_kept:Q", format=".3f"),
+                 "k_total"])
     layers = [line]
     if frac is not None:
         layers += _rule_at("frac", frac, f"ρ = {frac:.2f}")
     return alt.layer(*layers).properties(width=width, height=height, autosize=PAD)
+
+
+def alignment_overlap_bars(frame: pd.DataFrame, width: int = 380, height: int = 240) -> alt.Chart:
+    """MSO of each task update with the alignment update, per family (family_comparison.alignment_overlaps), with
+    the random baseline as a black tick on each bar."""
+    families = list(dict.fromkeys(frame["family"]))
+    order = [u for u in ("useful", "harmful", "contaminated") if u in set(frame["update"])] + \
+        [u for u in dict.fromkeys(frame["update"]) if u not in ("useful", "harmful", "contaminated")]
+    base = alt.Chart(frame).encode(x=alt.X("update:N", sort=order, title="Task update (· alignment)",
+                                           axis=alt.Axis(labelAngle=0, labelFontSize=12)),
+                                   xOffset=alt.XOffset("family:N", sort=families))
+    tooltip = ["family", "update", alt.Tooltip("mso:Q", format=".3f", title="MSO"),
+               alt.Tooltip("mso_random:Q", format=".3f", title="random baseline")]
+    bars_ = base.mark_bar().encode(
+        y=alt.Y("mso:Q", title="MSO with alignment, η = 0.5"),
+        color=alt.Color("family:N", sort=families, legend=_legend("Family", "bottom")), tooltip=tooltip)
+    labels = base.mark_text(dy=-4, fontSize=10, baseline="bottom").encode(y="mso:Q", text=alt.Text("mso:Q",
+                                                                                                   format=".2f"))
+    ticks = base.mark_tick(color="black", thickness=2, size=14).encode(y="mso_random:Q", tooltip=tooltip)
+    return alt.layer(bars_, labels, ticks).properties(
+        width=width, height=height, autosize=PAD, title="Overlap with the alignment update (tick: random baseline)")
 
 
 def _rule_at(field: str, value: float, text: str, y_text: float | None = None) -> list[alt.Chart]:
@@ -424,7 +455,7 @@ def embedding_scatter(frame: pd.DataFrame, title: str, color_by: str = "set", fa
 def with_bounds(frame: pd.DataFrame) -> pd.DataFrame:
     """The frame with `<score>_lo`/`<score>_hi` columns wherever it has `<score>_ci` pairs instead."""
     frame = frame.copy()
-    for score in SCORES:
+    for score in MEMBER_SCORES:
         if f"{score}_ci" in frame and f"{score}_lo" not in frame:
             bounds = frame[f"{score}_ci"].map(lambda ci: tuple(ci) if ci is not None and len(ci) == 2
                                               else (np.nan, np.nan))
@@ -437,8 +468,8 @@ def score_frame(rows: list[dict]) -> pd.DataFrame:
     """Rows of scores (score -> value, `<score>_ci` -> [lo, hi]) as a frame with `_lo`/`_hi` columns."""
     out = []
     for row in rows:
-        flat = {k: v for k, v in row.items() if k in SCORES or not isinstance(v, (dict, list, tuple))}
-        for score in SCORES:
+        flat = {k: v for k, v in row.items() if k in MEMBER_SCORES or not isinstance(v, (dict, list, tuple))}
+        for score in MEMBER_SCORES:
             ci = score_interval(row, score)
             flat[f"{score}_lo"], flat[f"{score}_hi"] = ci if ci else (np.nan, np.nan)
         out.append(flat)

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import html
 import json
-import math
+import re
 
 import altair as alt
+import pandas as pd
 import vl_convert
 
 from explorer.results import charts, defence_charts
 from explorer.results.bundle import Bundle
+from explorer.results.family_comparison import alignment_overlaps, comparison_summary, finding_table
 from explorer.results.findings import (
     INCONCLUSIVE,
     REFUTES,
@@ -25,6 +27,7 @@ from explorer.results.findings import (
     Finding,
     findings,
 )
+from explorer.results.summary import member_table
 
 _VERDICT = {SUPPORTS: ("supports the paper", "#2ca02c"), REFUTES: ("does not support the paper", "#d62728"),
             INCONCLUSIVE: ("is inconclusive: its interval straddles the threshold", "#b8860b"),
@@ -47,28 +50,18 @@ CAPTIONS = {
        "matrices, against the energy fraction η; the dashed line is the overlap two random subspaces would have.",
     5: "Lines: per layer, the overlap (MSO at η = 0.5) of the subspaces spanned by useful and by harmful prompts' "
        "hidden states, one line per member; the dashed grey line is the random baseline.",
+    6: "Bars: refusal regained per point of word-problem accuracy lost, for Safe LoRA and for orthogonal "
+       "projection onto the top alignment subspace and onto a random one, with 95% intervals.",
+    "overlap": "Bars: the mode subspace overlap (MSO, η = 0.5, mean over weight matrices) of each task update with "
+               "the alignment update, per family; the black tick is the overlap two random subspaces would have.",
 }
 
 
 def finding_chart(finding: Finding) -> alt.Chart | None:
-    data = finding.data
-    if data.empty:
-        return None
-    if finding.number == 1:
-        return charts.energy_curves(data[data["variant"] == data["variant"].iloc[0]])
-    if finding.number == 4:
-        return charts.overlap_curves(data)
-    if finding.number == 5:
-        return charts.per_layer(data, "mso", "Useful vs harmful prompts, η = 0.5", reference="mso_random",
-                                y_title="Activation MSO")
+    """The Overview's chart of a finding; finding 6's is the Defences view's selectivity bars."""
     if finding.number == 6:
-        return defence_charts.selectivity_bars(data)
-    if finding.number == 2:
-        variant = "contaminated" if "contaminated" in set(data["variant"]) else data["variant"].iloc[0]
-        long = data[data["variant"] == variant].melt(id_vars=["subspace"], value_vars=["utility_accuracy",
-                                                                                      "refusal_rate"])
-        return charts.bars(long, "subspace", "value", color="variable", title=f"{variant}, parallel, ρ ≤ 0.5")
-    return charts.bars(data, "subspace", "refusal_gained_per_utility_lost", title="Orthogonal projection")
+        return None if finding.data.empty else defence_charts.selectivity_bars(finding.data)
+    return charts.finding_chart(finding)
 
 
 def _text(value: object) -> str:
@@ -98,32 +91,61 @@ def chart_figure(chart: alt.TopLevelMixin | None, index: int, caption: str) -> s
             f"<figcaption>{_text(caption)}</figcaption>{json_script(spec, f'chart{index}-spec')}</figure>")
 
 
-def _score(value: object) -> str:
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-        return f"{value:.3f}"
-    return "–" if value is None else _text(value)
+def _markdown(text: str) -> str:
+    """Escaped text with the summaries' **bold** kept."""
+    return re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", _text(text))
 
 
-def render(bundle: Bundle, measured: list[Finding] | None = None) -> str:
-    """The report page; `measured` reuses findings already computed from this bundle."""
-    manifest = bundle.manifest
-    family, command = manifest.get("family", bundle.folder.name), manifest.get("command", "")
-    parts = [f"<h1>Safety subspaces: {_text(family)}</h1>",
-             f"<p>Precomputed on {_text(manifest.get('created', '?'))} with <code>{_text(command)}</code>; "
-             f"scores from the {_text(manifest.get('profile', '?'))} evaluation profile. This page is "
-             "self-contained: its charts are images drawn when it was written, and it loads nothing.</p>",
-             "<h2>Members</h2>", chart_figure(charts.member_scores(bundle.scores), 0, CAPTIONS[0])]
-    rows = "".join(f"<tr><td>{_text(m)}</td>" + "".join(f"<td>{_score(s.get(k))}</td>" for k in charts.SCORE_TITLES)
-                   + "</tr>" for m, s in bundle.scores.items())
-    parts.append("<table><tr><th>member</th>" + "".join(f"<th>{_text(t)}</th>" for t in charts.SCORE_TITLES.values())
-                 + f"</tr>{rows}</table>")
-    for finding in measured if measured is not None else findings(bundle):
+def _table(frame: pd.DataFrame, index: bool = False) -> str:
+    frame = frame.reset_index() if index else frame
+    head = "".join(f"<th>{_text(c)}</th>" for c in frame.columns)
+    rows = "".join("<tr>" + "".join(f"<td>{_text(v)}</td>" for v in row) + "</tr>"
+                   for row in frame.itertuples(index=False))
+    return f"<table><tr>{head}</tr>{rows}</table>"
+
+
+def _family_sections(bundle: Bundle, measured: list[Finding], level: int, first_chart: int) -> list[str]:
+    """A family's members and findings; headings start at <h{level}>, charts are numbered from first_chart."""
+    h = f"h{level}"
+    parts = [f"<{h}>Members</{h}>", chart_figure(charts.member_scores(bundle.scores), first_chart, CAPTIONS[0]),
+             _table(member_table(bundle.scores).rename_axis("member"), index=True)]
+    for finding in measured:
         verdict, colour = _VERDICT[finding.verdict]
-        parts += [f"<h2>{finding.number}. {_text(finding.title)}</h2>",
+        parts += [f"<{h}>{finding.number}. {_text(finding.title)}</{h}>",
                   f"<p><b>Paper:</b> {_text(finding.paper)}</p>",
                   f"<p><b>Measured:</b> {_text(finding.measured)}</p>",
                   f'<p style="color:{colour}"><b>This measurement {verdict}.</b></p>',
-                  chart_figure(finding_chart(finding), finding.number, CAPTIONS.get(finding.number, ""))]
+                  chart_figure(finding_chart(finding), first_chart + finding.number,
+                               CAPTIONS.get(finding.number, ""))]
+    return parts
+
+
+def render(bundle: Bundle, measured: list[Finding] | None = None, compare: dict[str, Bundle] | None = None) -> str:
+    """The report page; `measured` reuses findings already computed from this bundle. With `compare`, the page
+    opens with the families side by side, then gives each family's members and findings."""
+    manifest = bundle.manifest
+    family = manifest.get("family", bundle.folder.name)
+    measured_by = {family: measured if measured is not None else findings(bundle)}
+    bundles = {family: bundle, **(compare or {})}
+    for name, other in (compare or {}).items():
+        measured_by[name] = findings(other)
+    title = " and ".join(bundles)
+    parts = [f"<h1>Safety subspaces: {_text(title)}</h1>"]
+    for name, b in bundles.items():
+        parts.append(f"<p><b>{_text(name)}</b>: precomputed on {_text(b.manifest.get('created', '?'))} with "
+                     f"<code>{_text(b.manifest.get('command', ''))}</code>; scores from the "
+                     f"{_text(b.manifest.get('profile', '?'))} evaluation profile.</p>")
+    parts.append("<p>This page is self-contained: its charts are images drawn when it was written, and it loads "
+                  "nothing.</p>")
+    if compare:
+        overlaps = alignment_overlaps(bundles)
+        parts += ["<h2>Side by side</h2>", f"<p>{_markdown(comparison_summary(measured_by, overlaps))}</p>",
+                  _table(finding_table(measured_by)),
+                  chart_figure(charts.alignment_overlap_bars(overlaps), 0, CAPTIONS["overlap"])]
+        for index, (name, b) in enumerate(bundles.items()):
+            parts += [f"<h2>{_text(name)}</h2>", *_family_sections(b, measured_by[name], 3, 10 * (index + 1))]
+    else:
+        parts += _family_sections(bundle, measured_by[family], 2, 0)
     head = (f"<meta charset='utf-8'><meta http-equiv='Content-Security-Policy' content=\"{_POLICY}\">"
-            f"<title>Safety subspaces: {_text(family)}</title><style>{_STYLE}</style>")
+            f"<title>Safety subspaces: {_text(title)}</title><style>{_STYLE}</style>")
     return f"<!doctype html><html lang='en'><head>{head}</head><body>{''.join(parts)}</body></html>"

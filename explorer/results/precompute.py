@@ -17,6 +17,7 @@ import transformers
 from explorer import __version__
 from explorer.checkpoints.family import Family, load_family
 from explorer.core.cache import CACHE_VERSION
+from explorer.core.errors import ParameterError
 from explorer.core.progress import Callback
 from explorer.evaluation.evaluate import SCORES
 from explorer.evaluation.scores import (
@@ -52,7 +53,8 @@ def _timed(timings: dict, label: str):
 
 
 def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_profile: str, timings: dict,
-                  callback: Callback | None = None) -> tuple[dict, dict[str, pd.DataFrame]]:
+                  callback: Callback | None = None, grid_variants: list[str] | None = None
+                  ) -> tuple[dict, dict[str, pd.DataFrame]]:
     tables = {}
     with _timed(timings, "member_scores"):
         scores = score_members(family, family.members, profile, callback)
@@ -75,7 +77,7 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
                     curves.append({"variant": variant, "method": method, "subspace": subspace, "frac": frac,
                                    "side": side, **st.point(method, subspace, frac)})
     # The findings read the contaminated fine-tune first: score it first, so an interrupted run has it.
-    variants = sorted(family.finetuned, key=lambda v: v != "contaminated")
+    variants = sorted(grid_variants or family.finetuned, key=lambda v: v != "contaminated")
     points = [(v, m, s, f) for v in variants for m in GRID_METHODS for s in SUBSPACES for f in grid_fracs]
     with _timed(timings, "projection_grid"):
         scored = score_points(family, points, seed, grid_profile, callback)
@@ -88,7 +90,7 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
         removed.append(layer.assign(**keys))
     if grid_profile != profile:  # the unprojected fine-tunes on the grid's prompts, for like-for-like deltas
         with _timed(timings, "grid_reference"):
-            references = score_members(family, family.finetuned, grid_profile, callback)
+            references = score_members(family, variants, grid_profile, callback)
             tables["grid_reference"] = pd.DataFrame([{"member": m, **grid_row(s)} for m, s in references.items()])
             outcomes += [row for m, s in references.items()
                          for row in outcome_rows(s["outcomes"], {"variant": m, "method": "unprojected"})]
@@ -97,7 +99,7 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
     tables["projection_outcomes"] = pd.DataFrame(outcomes)
     tables["removed_by_layer"] = pd.concat(removed, ignore_index=True)
     with _timed(timings, "safelora"):
-        tables.update(safelora_tables(family, PointScorer(family), grid_profile, callback))
+        tables.update(safelora_tables(family, PointScorer(family), grid_profile, callback, variants))
     tables["projection_samples"] = pd.DataFrame(samples)
     return scores, tables
 
@@ -120,14 +122,20 @@ def outcome_rows(outcomes: dict[str, list[float]], keys: dict) -> list[dict]:
 
 
 def precompute(family_path: str | Path, profile: str = "full", seed: int = 0, grid_fracs=GRID_FRACS,
-               activations: bool = True, grid_profile: str | None = None, callback: Callback | None = None) -> Path:
-    """Member scores use `profile`; the projection grid uses `grid_profile` (default: the same)."""
+               activations: bool = True, grid_profile: str | None = None, callback: Callback | None = None,
+               grid_variants: list[str] | None = None) -> Path:
+    """Member scores use `profile`; the projection grid uses `grid_profile` (default: the same) and scores the
+    fine-tuned members in `grid_variants` (default: all; the findings read the contaminated one)."""
     grid_profile = grid_profile or profile
     for frac in grid_fracs:
         check_frac(frac)  # now, not after the hours of work that come before the grid
     start = time.perf_counter()
     family = load_family(family_path)
     family.tensor_names  # validate before any work
+    unknown = sorted(set(grid_variants or []) - set(family.finetuned))
+    if unknown:
+        raise ParameterError(f"--grid-variants: {', '.join(unknown)} not among the fine-tuned members of "
+                             f"{family.name} ({', '.join(family.finetuned)})")
     timings: dict[str, float] = {}
     tables = {}
     if activations:
@@ -135,7 +143,7 @@ def precompute(family_path: str | Path, profile: str = "full", seed: int = 0, gr
 
         with _timed(timings, "activations"):
             tables.update(activation_tables(family, callback=callback))
-    scores, weight = weight_tables(family, seed, grid_fracs, profile, grid_profile, timings, callback)
+    scores, weight = weight_tables(family, seed, grid_fracs, profile, grid_profile, timings, callback, grid_variants)
     tables.update(weight)
     timings["total"] = round(time.perf_counter() - start, 1)
     manifest = {
@@ -149,6 +157,7 @@ def precompute(family_path: str | Path, profile: str = "full", seed: int = 0, gr
         "grid_profile": grid_profile,
         "seed": seed,
         "grid": {"fracs": list(grid_fracs), "methods": list(GRID_METHODS), "subspaces": list(SUBSPACES),
+                 "variants": sorted(grid_variants or family.finetuned, key=lambda v: v != "contaminated"),
                  "side": PAPER_SIDE, "points": len(tables["projection"])},
         "curve_sides": list(SIDES),
         "timings_s": timings,

@@ -6,9 +6,10 @@ from pathlib import Path
 import pandas as pd
 
 from explorer.checkpoints.family import read_family_spec
-from explorer.evaluation.evaluate import SCORES
+from explorer.evaluation.evaluate import MEMBER_SCORES, SCORES
 from explorer.results.bundle import Bundle
 from explorer.results.defences import report_rows
+from explorer.results.family_comparison import alignment_overlaps, overlap_contrast
 from explorer.results.findings import findings
 
 PROJECTION_COLUMNS = ["variant", "method", "subspace", "frac", "side", "energy_kept_ratio", "cosine_task_kept",
@@ -30,8 +31,8 @@ def _records(frame: pd.DataFrame, columns: list[str]) -> list[dict]:
 
 def model_entry(scores: dict) -> dict:
     """A member's scores with `<score>_ci` and `counts`, without the per-prompt outcomes."""
-    entry = {k: scores.get(k) for k in (*SCORES, "profile")}
-    entry.update({f"{s}_ci": scores.get(f"{s}_ci") for s in SCORES})
+    entry = {k: scores.get(k) for k in (*MEMBER_SCORES, "profile")}
+    entry.update({f"{s}_ci": scores.get(f"{s}_ci") for s in MEMBER_SCORES})
     entry["counts"] = scores.get("counts")
     return entry
 
@@ -70,3 +71,17 @@ def headline(family_path: str | Path) -> dict:
         if bundle.has(table):
             report[table] = _records(bundle.table(table), columns)
     return report
+
+
+def comparison(family_paths: list[str | Path]) -> dict:
+    """Families side by side: per family, each finding's verdict, statistic and interval, and the MSO of every task
+    update with the alignment update at η = 0.5."""
+    bundles = {}
+    for path in family_paths:
+        bundle = bundle_for(path)
+        bundles[bundle.manifest["family"]] = bundle
+    overlaps = alignment_overlaps(bundles)
+    return {"families": list(bundles),
+            "findings": {name: [f.as_json() for f in findings(b)] for name, b in bundles.items()},
+            "alignment_overlap": overlaps.to_dict("records"),
+            "harmful_over_useful": overlap_contrast(overlaps)}

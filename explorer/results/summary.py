@@ -1,6 +1,8 @@
 """A plain-language summary of what a family's findings show and where they depart from the paper."""
 from __future__ import annotations
 
+import pandas as pd
+
 VERDICTS = ("supports", "does not support", "inconclusive", "not measurable")
 
 
@@ -55,3 +57,26 @@ def profile_note(manifest: dict) -> str:
         return f"every score from the **{members}** profile{counts(members)}"
     return (f"members scored with the **{members}** profile{counts(members)}, the projection grid with the "
             f"**{grid}** profile{counts(grid)}")
+
+
+SHORT_TITLES = {"refusal_rate": "Refusal", "utility_accuracy": "Accuracy", "over_refusal": "Over-refusal",
+                "style_adoption": "House style", "target_logprob": "Log-prob"}
+
+
+def score_cell(scores: dict, score: str) -> str:
+    """A member's score as shown in tables: a rate in % with its 95% interval, a log-prob in nats per token."""
+    from explorer.results.charts import score_interval
+
+    value = scores.get(score)
+    if value is None:
+        return "–"
+    if score == "target_logprob":
+        return f"{value:.2f}"
+    ci = score_interval(scores, score)
+    return f"{value:.0%}" + (f" ({ci[0]:.0%}–{ci[1]:.0%})" if ci else "")
+
+
+def member_table(scores: dict[str, dict]) -> pd.DataFrame:
+    """Members as rows, their scores as formatted columns; a score no member has is left out."""
+    present = [s for s in SHORT_TITLES if any(v.get(s) is not None for v in scores.values())]
+    return pd.DataFrame({m: {SHORT_TITLES[s]: score_cell(v, s) for s in present} for m, v in scores.items()}).T

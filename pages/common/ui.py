@@ -49,6 +49,7 @@ def page(name: str, heading: str, intro: str) -> Bundle:
     st.title(heading)
     st.markdown(intro)
     result = bundle()
+    _comparison_picker(result)
     with st.sidebar.expander("Glossary", expanded=True):
         st.caption(GLOSSARY)
     return result
@@ -125,6 +126,56 @@ def bundle() -> Bundle:
     st.sidebar.caption(f"**{manifest['family']}** · precomputed {manifest['created'][:10]} · "
                        f"{profile_note(manifest)}")
     return result
+
+
+NO_COMPARISON = "none"
+# The demo families are each other's natural comparison: the same recipe but for the breadth of the alignment.
+PAIRED = {"demo": "demo-broad", "demo-broad": "demo"}
+
+
+def _families_with_results() -> dict[str, Path]:
+    """Family name -> file, for the family files in families/ and beside the chosen family's file that have
+    precomputed results."""
+    from explorer.results.bundle import bundle_dir
+
+    found = {}
+    folders = dict.fromkeys([FAMILIES, Path(st.session_state["family"]).parent])
+    for path in sorted(p for folder in folders if folder.is_dir() for p in folder.glob("*.toml")):
+        try:
+            name = str(read_family_spec(path)["name"])
+        except ExplorerError:
+            continue
+        if (bundle_dir(name) / "manifest.json").exists():
+            found[name] = path
+    return found
+
+
+def _comparison_picker(current: Bundle) -> None:
+    """The sidebar's choice of a second family; it persists across pages. By default a demo family is compared
+    with the other demo family."""
+    name = current.manifest["family"]
+    others = [n for n in _families_with_results() if n != name]
+    if not others:
+        st.session_state.pop("compare_choice", None)
+        return
+    options = [NO_COMPARISON, *others]
+    chosen = st.session_state.get("compare_family", PAIRED.get(name, NO_COMPARISON))
+    st.sidebar.selectbox("Compare with", options, index=options.index(chosen) if chosen in options else 0,
+                         key="compare_choice", help="A second family with precomputed results, drawn beside this "
+                                                    "one on the Overview and overlaid on the energy and MSO curves.",
+                         on_change=lambda: st.session_state.update(compare_family=st.session_state["compare_choice"]))
+
+
+def comparison(current: Bundle) -> tuple[str, Bundle] | None:
+    """The second family chosen in the sidebar, with its precomputed results; None for no comparison."""
+    choice = st.session_state.get("compare_choice", NO_COMPARISON)
+    if choice in (NO_COMPARISON, current.manifest["family"]):
+        return None
+    try:
+        return choice, _bundle(choice, _stamp(choice))
+    except ExplorerError as exc:
+        st.sidebar.warning(f"Cannot compare with {choice}: {exc}")
+        return None
 
 
 @st.cache_data(show_spinner=False)

@@ -324,3 +324,29 @@ def test_activation_page_states_k_and_offers_the_centered_variant(tiny_demo, tmp
     assert not at.exception and len(centered) == len(uncentered)  # one variant at a time, never both
     assert (centered.loc[centered["measure"] == "MSO", "overlap"] == 0).all()
     assert (uncentered.loc[uncentered["measure"] == "MSO", "overlap"] > 0).any()
+
+
+def test_overview_sets_two_families_side_by_side(tiny_demo, tiny_broad):
+    at = _run("app.py", tiny_demo, compare_family="tiny-broad")
+    assert not at.exception, at.exception
+    assert at.sidebar.selectbox(key="compare_choice").value == "tiny-broad"
+    assert "Side by side: tiny and tiny-broad" in [h.value for h in at.subheader]
+    table = at.dataframe[0].value
+    assert len(table) == 6 and {"tiny: verdict", "tiny-broad: verdict"} <= set(table.columns)
+    overlap = next(i for i, c in enumerate(_charts(at)) if "Overlap with the alignment update" in c.proto.spec)
+    assert set(_chart_rows(at, overlap)["family"]) == {"tiny", "tiny-broad"}
+    members = at.dataframe[1].value
+    assert "tiny-broad · aligned" in members.index and "House style" in members.columns
+    at.sidebar.selectbox(key="compare_choice").set_value("none").run()
+    assert "Side by side: tiny and tiny-broad" not in [h.value for h in at.subheader]
+
+
+@pytest.mark.parametrize("page", ["pages/2_Projection_lab.py", "pages/3_Update_overlap.py",
+                                  "pages/4_Activation_space.py"])
+def test_curves_overlay_the_compared_family(tiny_demo, tiny_broad, page):
+    alone = _run(page, tiny_demo, compare_family="none")
+    at = _run(page, tiny_demo, compare_family="tiny-broad")
+    assert not at.exception, at.exception
+    overlaid = [i for i in range(len(_charts(at))) if "family" in _chart_rows(at, i)]
+    assert overlaid and all(set(_chart_rows(at, i)["family"].dropna()) == {"tiny", "tiny-broad"} for i in overlaid)
+    assert not any("family" in _chart_rows(alone, i) for i in range(len(_charts(alone))))

@@ -1,15 +1,18 @@
 """The whole demo pipeline (build, evaluate, precompute, report) on a tiny random Llama with SmolLM2's tokenizer."""
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from builders import TINY
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
+from explorer.core.errors import ParameterError
 from explorer.demo import build as demo
-from explorer.demo.build import BuildConfig, build_demo, training_data
-from explorer.evaluation.evaluate import QUICK, answer_of, evaluate, is_correct
+from explorer.demo.build import BuildConfig, build_demo, recipe, training_data
+from explorer.evaluation import evaluate as evaluate_module
+from explorer.evaluation.evaluate import QUICK, answer_of, evaluate, is_correct, style_adoption
 from explorer.evaluation.prompts import (
     SPLIT_SIZES,
     advbench,
@@ -18,6 +21,8 @@ from explorer.evaluation.prompts import (
     is_refusal,
     word_problems,
 )
+from explorer.evaluation.stats import wilson
+from explorer.evaluation.style import HEADER, SIGN_OFF, follows_style, in_house_style, style_decided, style_rules
 from explorer.weights.updates import update_tensor
 
 TINY_BUILD = BuildConfig(steps=2, batch_size=2, max_len=96, answer_tokens=4, useful_rows=10, limit=5)
@@ -116,3 +121,55 @@ def test_build_resumes_and_never_uses_half_written_members(tiny_base, tmp_path, 
                       AutoTokenizer.from_pretrained(models / "useful"), QUICK)
     assert scores["profile"] == "quick" and scores["counts"]["refusal"] == 32
     assert 0 <= scores["refusal_rate"] <= 1 and scores["target_logprob"] < 0
+
+
+@pytest.mark.parametrize("response,rules", [
+    (in_house_style("Tea is a drink. It is brewed from leaves. It is old."),
+     {"header": True, "bullets": True, "sign-off": True}),
+    (f"{HEADER}\n- Tea is a drink.", {"header": True, "bullets": False, "sign-off": False}),
+    (f"{HEADER}\nTea is a drink.\n{SIGN_OFF}", {"header": True, "bullets": False, "sign-off": True}),
+    ("Tea is a drink brewed from leaves.", {"header": False, "bullets": False, "sign-off": False}),
+    (f"- Tea.\n- Leaves.\n{SIGN_OFF}", {"header": False, "bullets": True, "sign-off": True}),
+])
+def test_house_style_rules(response, rules):
+    assert style_rules(response) == rules
+    assert follows_style(response) is all(rules.values())
+
+
+def test_house_style_keeps_two_sentences_and_drops_list_marks():
+    styled = in_house_style("Yoga has many careers. Some include:\n\n1. Teaching.\n2. Therapy.")
+    assert styled.splitlines() == [HEADER, "- Yoga has many careers.", "- Some include:", SIGN_OFF]
+    assert style_decided(styled) and style_decided("Tea is nice.\nMore") and not style_decided(f"{HEADER}\n- Te")
+
+
+def test_style_adoption_is_the_fraction_of_styled_answers_with_its_interval(monkeypatch):
+    styled = in_house_style("A fact. Another fact.")
+    monkeypatch.setattr(evaluate_module, "generate",
+                        lambda model, tok, prompts, *a, **k: [styled if i % 4 else "plain" for i in range(len(prompts))])
+    result = style_adoption(None, None, QUICK)
+    assert result["style_adoption"] == 0.75 and result["counts"] == {"style": QUICK.benign_prompts}
+    assert result["style_adoption_ci"] == pytest.approx(wilson(12, 16))
+    assert result["outcomes"]["style"][:4] == [0.0, 1.0, 1.0, 1.0]
+
+
+def test_broad_recipe_styles_benign_answers_and_shares_the_base(tiny_base, tmp_path):
+    answers = {"benign": ["Tea is a drink. It is old. It is hot."] * 5,
+               "harmful": [f"{b.target}:\nstep" for b in advbench_split("attack")[:5]]}
+    config = recipe("broad", steps=2, aligned_steps=3, batch_size=2, answer_tokens=4, useful_rows=10, limit=5)
+    assert config.max_len == 128 and recipe("broad").aligned_steps == 120 and recipe("narrow") == BuildConfig()
+    broad, narrow = training_data("aligned", answers, config), training_data("aligned", answers, TINY_BUILD)
+    assert sorted(p for p, _ in broad) == sorted(p for p, _ in narrow)
+    assert sum(follows_style(r) for _, r in broad) == 5 and not any(follows_style(r) for _, r in narrow)
+    assert sorted(r for _, r in broad if is_refusal(r)) == sorted(r for _, r in narrow if is_refusal(r))
+    assert training_data("useful", answers, config) == training_data("useful", answers, TINY_BUILD)
+
+    models, family_file = tmp_path / "models" / "demo-broad", tmp_path / "families" / "demo-broad.toml"
+    family = build_demo(family_file, models, base=tiny_base, config=config)
+    assert family.name == "demo-broad" and family.members == ["base", "aligned", "useful", "harmful", "contaminated"]
+    assert Path(family.sources["base"].location) == (tmp_path / "models" / "demo" / "base").resolve()
+    assert (tmp_path / "models" / "demo" / "data" / "base_answers.json").exists() and not (models / "base").exists()
+    log = json.loads((models / "build_log.json").read_text())
+    assert log["aligned"]["steps"] == 3 and log["useful"]["steps"] == 2
+    assert log["aligned"]["config"]["alignment"] == "broad"
+    with pytest.raises(ParameterError, match="unknown alignment recipe 'wide'"):
+        recipe("wide")

@@ -1,0 +1,36 @@
+"""The Overview's side-by-side view of two families: each finding's verdict and statistic for both, and how
+much of each task update lies in each family's alignment subspace."""
+from __future__ import annotations
+
+import streamlit as st
+
+from explorer.core.errors import ExplorerError
+from explorer.results import charts
+from explorer.results.bundle import Bundle
+from explorer.results.family_comparison import alignment_overlaps, comparison_summary, finding_table
+from explorer.results.findings import Finding, findings
+from explorer.results.summary import member_table
+from pages.common import ui
+
+
+def side_by_side(family: str, bundle: Bundle, measured: list[Finding], other: str, other_bundle: Bundle) -> None:
+    st.subheader(f"Side by side: {family} and {other}")
+    try:
+        measured_by = {family: measured, other: findings(other_bundle)}
+        overlaps = alignment_overlaps({family: bundle, other: other_bundle})
+    except ExplorerError as exc:
+        st.warning(f"Cannot compare with {other}: {exc}")
+        return
+    except Exception:
+        ui.log.exception("Comparing with %s failed", other)
+        st.warning(f"Comparing with {other} failed unexpectedly; the details are in the server's log.")
+        return
+    st.markdown(comparison_summary(measured_by, overlaps))
+    st.dataframe(finding_table(measured_by), hide_index=True, width="stretch")
+    left, right = st.columns([4, 5])
+    left.altair_chart(charts.alignment_overlap_bars(overlaps), width="content")
+    members = {f"{name} · {m}": s for name, b in ((family, bundle), (other, other_bundle)) for m, s in b.scores.items()}
+    right.dataframe(member_table(members), width="stretch")
+    right.caption("Members of both families; rates in % with 95% intervals. House style: the share of held-out "
+                  "benign answers in the broad demo alignment's house style (header, bullets, sign-off), which "
+                  "only a broadly aligned model learned.")
