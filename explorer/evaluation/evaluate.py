@@ -60,7 +60,7 @@ class Profile:
     batch_size: int = 64
 
 
-FULL = Profile("full", refusal_prompts=100, utility_prompts=100, benign_prompts=60, logprob_prompts=None)
+FULL = Profile("full", refusal_prompts=100, utility_prompts=100, benign_prompts=60, logprob_prompts=100)
 QUICK = Profile("quick", refusal_prompts=32, utility_prompts=32, benign_prompts=16, logprob_prompts=64)
 # A first look at a large model, and the test suite's tiny families.
 SMOKE = Profile("smoke", refusal_prompts=8, utility_prompts=8, benign_prompts=4, logprob_prompts=8,
