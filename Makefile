@@ -33,10 +33,13 @@ app: install
 test: install ray browser
 	$(PY) -m pytest -q
 
-# Rebuild the demo checkpoints (about 25 min on 2 idle CPU cores) and regenerate the committed cache/ results
-# (about 77 min more) with the exact command that produced them.
+# Rebuild both demo families' checkpoints (about 25 + 35 min on 2 idle CPU cores) and regenerate the committed
+# cache/ results with the exact commands that produced them (see the README for their times).
 demo: install
 	$(PY) -m explorer demo build
+	$(PY) -m explorer demo build --alignment broad
 
 precompute: demo
-	$(PY) -m explorer precompute families/demo.toml --grid-profile quick --grid-fracs 0.01 0.1 0.25 0.5 0.75 0.99
+	$(PY) -m explorer precompute families/demo.toml --grid-variants contaminated --grid-fracs 0.1 0.25 0.5 0.9
+	$(PY) -m explorer precompute families/demo-broad.toml --grid-variants contaminated --grid-fracs 0.1 0.25 0.5 0.9 \
+		--no-activations

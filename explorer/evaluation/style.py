@@ -36,9 +36,11 @@ def follows_style(response: str) -> bool:
 
 
 def style_decided(response: str) -> bool:
-    """Generation can stop once the sign-off is written, or once the first line is complete and wrong."""
+    """Generation can stop once the answer cannot open with the header line, so follows_style() can no longer
+    change; an answer that opens with it runs to its end of turn (text after the sign-off breaks the style)."""
+    start = response.lstrip()
     lines = _lines(response)
-    return SIGN_OFF in response or (len(lines) > 1 and lines[0] != HEADER)
+    return not (HEADER.startswith(start) or start.startswith(HEADER)) or (len(lines) > 1 and lines[0] != HEADER)
 
 
 def in_house_style(answer: str) -> str:

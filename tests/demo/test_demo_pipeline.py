@@ -139,7 +139,8 @@ def test_house_style_rules(response, rules):
 def test_house_style_keeps_two_sentences_and_drops_list_marks():
     styled = in_house_style("Yoga has many careers. Some include:\n\n1. Teaching.\n2. Therapy.")
     assert styled.splitlines() == [HEADER, "- Yoga has many careers.", "- Some include:", SIGN_OFF]
-    assert style_decided(styled) and style_decided("Tea is nice.\nMore") and not style_decided(f"{HEADER}\n- Te")
+    assert not style_decided(styled) and style_decided("Tea is nice.\nMore") and not style_decided(f"{HEADER}\n- Te")
+    assert style_decided("Tea") and not style_decided(" Junip") and not style_decided("")
 
 
 def test_style_adoption_is_the_fraction_of_styled_answers_with_its_interval(monkeypatch):

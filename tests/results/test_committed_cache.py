@@ -1,4 +1,4 @@
-"""The committed demo results load without any checkpoint and meet the demo's targets (issue 3, section 3)."""
+"""The committed demo results (demo and demo-broad) load without any checkpoint and meet the demo's targets."""
 import json
 import os
 import subprocess
@@ -9,57 +9,91 @@ import pytest
 
 from explorer.evaluation.evaluate import SCORES
 from explorer.results.bundle import Bundle
+from explorer.results.findings import findings
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = ROOT / "cache" / "families" / "demo"
+FAMILIES = ("demo", "demo-broad")
 
 
-@pytest.fixture(scope="module")
-def demo():
-    assert (DEMO / "manifest.json").exists(), "the demo's precomputed results are missing from cache/families/demo"
-    return Bundle(DEMO)
+@pytest.fixture(scope="module", params=FAMILIES)
+def demo(request):
+    folder = ROOT / "cache" / "families" / request.param
+    assert (folder / "manifest.json").exists(), f"the precomputed results are missing from {folder}"
+    return Bundle(folder)
 
 
 def test_member_targets(demo):
     s = demo.scores
     assert all(s[m]["profile"] == "full" and s[m]["counts"]["refusal"] >= 100 for m in s)
+    assert all(s[m]["counts"]["utility"] >= 100 and s[m]["refusal_rate_ci"] is not None for m in s)
     assert s["base"]["refusal_rate"] <= 0.20
     assert s["aligned"]["refusal_rate"] >= 0.90 and s["aligned"]["over_refusal"] <= 0.20
     assert s["harmful"]["refusal_rate"] <= 0.30
     assert s["useful"]["utility_accuracy"] >= s["aligned"]["utility_accuracy"] + 0.30
-    assert s["useful"]["refusal_rate"] >= 0.70
     # Contaminated: its utility gain and refusal drop relative to aligned are measured (reported in the README).
     assert s["contaminated"]["utility_accuracy"] > s["aligned"]["utility_accuracy"]
     assert s["contaminated"]["refusal_rate"] < s["aligned"]["refusal_rate"]
 
 
-def test_grid_has_metrics_and_scores_at_every_point(demo):
-    grid = demo.table("projection")
-    fracs = demo.manifest["grid"]["fracs"]
-    assert len(grid) == 3 * 2 * 3 * len(fracs) and len(fracs) >= 6
+def test_style_adoption_separates_the_broad_alignment(demo):
+    s = demo.scores
+    assert all(s[m]["counts"]["style"] >= 60 and len(s[m]["style_adoption_ci"]) == 2 for m in s)
+    assert s["base"]["style_adoption"] == 0
+    if demo.manifest["family"] == "demo-broad":
+        assert s["aligned"]["style_adoption"] >= 0.80
+    else:
+        assert s["aligned"]["style_adoption"] == 0
+
+
+def test_grid_has_metrics_scores_and_outcomes_at_every_point(demo):
+    grid, spec = demo.table("projection"), demo.manifest["grid"]
+    assert len(grid) == len(spec["variants"]) * 2 * 3 * len(spec["fracs"]) and "contaminated" in spec["variants"]
     assert set(grid["subspace"]) == {"alignment", "random", "random-k"} and set(grid["method"]) == {"same", "orth"}
+    assert set(grid["side"]) == {"left"} and set(grid["profile"]) == {"full"}
     assert grid[list(SCORES) + ["energy_kept_ratio"]].notna().all().all()
-    assert set(grid["profile"]) == {demo.manifest["grid_profile"]}
+    assert (grid["n_refusal"] >= 100).all() and (grid["n_utility"] >= 100).all()
+    outcomes = demo.table("projection_outcomes")
+    points = outcomes[outcomes["method"] != "unprojected"].groupby(["variant", "method", "subspace", "frac"]).ngroups
+    assert points == len(grid)
+    assert set(demo.table("energy_curves")["side"]) == {"left", "short"}
+    safelora = demo.table("safelora")
+    assert set(safelora["variant"]) == set(spec["variants"])
+    assert safelora.groupby("variant")["threshold"].nunique().min() >= 6
+
+
+def test_findings_are_measured_with_intervals(demo):
+    measured = {f.number: f for f in findings(demo)}
+    assert len(measured) == 6
+    assert all(measured[n].ci is not None for n in (2, 3) if measured[n].statistic is not None)
+    assert measured[1].statistic is not None and measured[4].statistic is not None
 
 
 def test_bundle_is_small_and_complete(demo):
-    size = sum(f.stat().st_size for f in DEMO.iterdir())
+    size = sum(f.stat().st_size for f in demo.folder.iterdir())
     assert size < 20 * 2**20
-    for table in ("spectra", "update_mso", "energy_curves", "activation_mso", "embeddings", "refusal_direction",
-                  "probe", "prompts"):
+    tables = ["spectra", "update_mso", "energy_curves", "safelora_cosines", "projection_outcomes"]
+    if demo.manifest["family"] == "demo":  # demo-broad is precomputed with --no-activations (README)
+        tables += ["activation_mso", "embeddings", "refusal_direction", "probe", "prompts", "activation_responses"]
+    for table in tables:
         assert len(demo.table(table)), table
 
 
-def test_report_reads_the_cache_without_checkpoints():
+@pytest.mark.parametrize("family", FAMILIES)
+def test_report_reads_the_cache_without_checkpoints(family):
     env = {k: v for k, v in os.environ.items() if k != "EXPLORER_CACHE_DIR"}
-    proc = subprocess.run([sys.executable, "-m", "explorer", "report", str(ROOT / "families" / "demo.toml"), "--json"],
-                          capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    proc = subprocess.run([sys.executable, "-m", "explorer", "report", str(ROOT / "families" / f"{family}.toml"),
+                           "--json"], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert set(report["models"]) == {"base", "aligned", "useful", "harmful", "contaminated"}
-    assert {"refusal_rate", "utility_accuracy", "over_refusal", "target_logprob"} <= set(report["models"]["base"])
+    assert {"refusal_rate", "utility_accuracy", "over_refusal", "target_logprob", "style_adoption",
+            "style_adoption_ci"} <= set(report["models"]["base"])
     row = report["projection"][0]
-    assert {"variant", "method", "subspace", "frac", "energy_kept_ratio", "refusal_rate", "utility_accuracy"} <= set(row)
+    assert {"variant", "method", "subspace", "frac", "energy_kept_ratio", "refusal_rate", "utility_accuracy",
+            "refusal_rate_ci", "counts"} <= set(row)
+    assert [f["number"] for f in report["findings"]] == [1, 2, 3, 4, 5, 6]
+    if family == "demo-broad":
+        return
     assert {"member", "a", "b", "layer", "energy_frac", "mso", "mso_random"} <= set(report["activation_mso"][0])
     assert {"member", "layer", "gap", "cosine_with_alignment_update"} <= set(report["refusal_direction"][0])
     assert {"member", "layer", "accuracy"} <= set(report["probe"][0])
