@@ -33,13 +33,13 @@ app: install
 test: install ray browser
 	$(PY) -m pytest -q
 
-# Rebuild both demo families' checkpoints (about 25 + 35 min on 2 idle CPU cores) and regenerate the committed
-# cache/ results with the exact commands that produced them (see the README for their times).
+# Rebuild both demo families' checkpoints (about 25 and 63 min on 2 CPU cores) and precompute their results
+# with the command that produced the committed cache/families/demo/ (see the README for times).
 demo: install
 	$(PY) -m explorer demo build
 	$(PY) -m explorer demo build --alignment broad
 
 precompute: demo
-	$(PY) -m explorer precompute families/demo.toml --grid-variants contaminated --grid-fracs 0.1 0.25 0.5 0.9
-	$(PY) -m explorer precompute families/demo-broad.toml --grid-variants contaminated --grid-fracs 0.1 0.25 0.5 0.9 \
+	$(PY) -m explorer precompute families/demo.toml --grid-variants contaminated --grid-fracs 0.25 0.5
+	$(PY) -m explorer precompute families/demo-broad.toml --grid-variants contaminated --grid-fracs 0.25 0.5 \
 		--no-activations

@@ -1,4 +1,5 @@
 """A truncated file of a precomputed bundle gives one clear error naming the file and the regenerating command."""
+import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from explorer.results.findings import findings
 ROOT = Path(__file__).resolve().parents[2]
 DEMO_BUNDLE = ROOT / "cache" / "families" / "demo"
 FILES = sorted(p.name for p in DEMO_BUNDLE.iterdir())
-COMMAND = "python -m explorer precompute families/demo.toml --grid-profile quick"
+COMMAND = json.loads((DEMO_BUNDLE / "manifest.json").read_text())["command"]  # the one that wrote the bundle
 REPORT_READS = {"manifest.json", "scores.json", "projection.parquet", "update_mso.parquet", "activation_mso.parquet",
                 "refusal_direction.parquet", "probe.parquet"}
 
