@@ -148,7 +148,7 @@ def test_a_failing_live_action_is_one_error_box_in_the_browser(browser, damaged_
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     page.goto(url)
     sidebar = page.locator('[data-testid="stSidebar"]')
-    sidebar.locator('[data-testid="stSelectbox"]').click()
+    sidebar.locator('[data-testid="stSelectbox"]').first.click()  # the family picker; "Compare with" may follow
     page.get_by_role("option", name="Another family file…").click()
     field = sidebar.get_by_label("Family file (TOML)")
     field.fill(str(family))
