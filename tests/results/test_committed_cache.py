@@ -1,5 +1,4 @@
-"""The committed demo results load without any checkpoint and meet the demo's targets. demo-broad joins FAMILIES
-when its results are committed (README: "The precomputed demo results")."""
+"""The committed demo results (demo and demo-broad) load without any checkpoint and meet the demo targets."""
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ from explorer.results.bundle import Bundle
 from explorer.results.findings import findings
 
 ROOT = Path(__file__).resolve().parents[2]
-FAMILIES = ("demo",)
+FAMILIES = ("demo", "demo-broad")
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
