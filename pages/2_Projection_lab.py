@@ -19,7 +19,8 @@ grid = ui.table(bundle, "projection")
 family, problem = ui.checkpoints()
 variants = list(dict.fromkeys(curves["variant"]))
 c1, c2, c3, c4 = st.columns(4)
-variant = c1.selectbox("Variant", variants, key="proj_variant")
+scored = [v for v in variants if v in set(grid["variant"])]  # a grid may score some variants only
+variant = c1.selectbox("Variant", variants, index=variants.index(scored[0]) if scored else 0, key="proj_variant")
 method = c2.selectbox("Method", ["same", "orth", "opp"], key="proj_method")
 subspace = c3.selectbox("Subspace", ["alignment", "random-k", "random"], key="proj_subspace")
 frac = c4.slider("Rank fraction ρ", 0.01, 0.99, 0.25, 0.01, key="proj_frac")
@@ -152,10 +153,14 @@ with right:
     st.markdown(f"**Utility against harm across ρ** ({variant}, precomputed grid)")
     refs = {m: bundle.scores[m] for m in ("aligned", variant) if m in bundle.scores}
     live_point = ({**scores, "frac": frac} if scores is not None and not len(cached) else None)
-    st.altair_chart(charts.tradeoff(grid[grid["variant"] == variant], harm, refs,
-                                    current={"method": method, "subspace": subspace, "frac": frac},
-                                    live_point=live_point, width=380, height=300), width="content")
-    st.caption("Bars: 95% intervals where stored. Precomputed points only; a live point is ringed when computed.")
+    if variant in scored or live_point is not None:
+        st.altair_chart(charts.tradeoff(grid[grid["variant"] == variant], harm, refs,
+                                        current={"method": method, "subspace": subspace, "frac": frac},
+                                        live_point=live_point, width=380, height=300), width="content")
+        st.caption("Bars: 95% intervals where stored. Precomputed points only; a live point is ringed when computed.")
+    else:
+        st.info(f"No precomputed point of the {variant} fine-tune: the grid scores {', '.join(scored) or 'none'}. "
+                "Compute points live above, or precompute the default grid (all variants).")
 
 removed = ui.table(bundle, "removed_by_layer")
 if side is not None and "side" in removed:

@@ -505,7 +505,8 @@ def finding_chart(finding) -> alt.Chart | None:
         return score_bars(rows, "kept subspace", **FINDING_SIZE).properties(
             title=f"{variant}, same, mean over ρ ≤ 0.5")
     if finding.number == 3:
-        return _selectivity(data, FINDING_SIZE["width"], 150)
+        measured = data.dropna(subset=["refusal_gained_per_utility_lost"])
+        return _selectivity(measured, FINDING_SIZE["width"], 150) if len(measured) else None
     if finding.number == 4:
         return overlap_curves(data, **FINDING_SIZE).properties(
             title="useful · harmful updates, mean over weight matrices")

@@ -78,9 +78,9 @@ def comparison_summary(measured: dict[str, list[Finding]], overlaps: pd.DataFram
     differ = differing_findings(measured)
     by_number = {name: {f.number: f for f in items} for name, items in measured.items()}
     if differ:
-        parts = [f"Verdicts differ on finding {', '.join(map(str, differ))}: " + "; ".join(
-            f"{n} " + ", ".join(f"**{name}** {verdict_of(by_number[name][n])}" for name in names) for n in differ)
-            + "."]
+        parts = ["Verdicts differ on " + "; ".join(
+            f"finding {n} (" + ", ".join(f"**{name}** {verdict_of(by_number[name][n])}" for name in names) + ")"
+            for n in differ) + "."]
     else:
         parts = ["Every finding gets the same verdict on " + " and ".join(f"**{n}**" for n in names) + "."]
     contrast = overlap_contrast(overlaps)

@@ -26,7 +26,12 @@ def side_by_side(family: str, bundle: Bundle, measured: list[Finding], other: st
         st.warning(f"Comparing with {other} failed unexpectedly; the details are in the server's log.")
         return
     st.markdown(comparison_summary(measured_by, overlaps))
-    st.dataframe(finding_table(measured_by), hide_index=True, width="stretch")
+    table = finding_table(measured_by)
+    widths = {c: "small" if c.endswith("verdict") else "medium" for c in table.columns}
+    st.dataframe(table, hide_index=True, width="stretch",
+                 column_config={c: st.column_config.TextColumn(c, width=w) for c, w in widths.items()})
+    st.caption("Hover a cell to read it whole. Statistics, intervals and thresholds are each finding's own "
+               "(the boxes below give the full text).")
     left, right = st.columns([4, 5])
     left.altair_chart(charts.alignment_overlap_bars(overlaps), width="content")
     members = {f"{name} · {m}": s for name, b in ((family, bundle), (other, other_bundle)) for m, s in b.scores.items()}

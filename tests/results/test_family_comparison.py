@@ -51,7 +51,7 @@ def test_finding_table_and_differences_put_families_side_by_side():
                              "mso": [0.1, 0.2, 0.3, 0.3], "mso_random": [0.05] * 4})
     assert overlap_contrast(overlaps) == pytest.approx({"narrow": 2.0, "broad": 1.0})
     summary = comparison_summary(measured, overlaps)
-    assert "finding 3" in summary and "**narrow** does not support, **broad** inconclusive" in summary
+    assert "Verdicts differ on finding 3 (**narrow** does not support, **broad** inconclusive)." in summary
     assert "**narrow** 2.00x, **broad** 1.00x" in summary
 
 
