@@ -11,13 +11,12 @@ bundle = ui.page("Overview", "Subspace Explorer",
                  "and harmful updates and activations share their subspaces. Below, each of its five findings, and a "
                  "sixth on the Safe LoRA defence, is measured again on the chosen family, which may or may not agree.")
 from explorer.results import charts  # noqa: E402
-from explorer.results.findings import findings  # noqa: E402
 from explorer.results.html_report import render  # noqa: E402
 from explorer.results.summary import member_table, plain_summary, profile_note, verdict_of  # noqa: E402
 from pages.common.comparison import side_by_side  # noqa: E402
 
 with ui.errors("Measuring the findings"):
-    measured = findings(bundle)
+    measured = ui.findings_of(bundle)
 st.info(plain_summary(bundle.manifest["family"], measured, profile_note(bundle.manifest)))
 
 compared = ui.comparison(bundle)

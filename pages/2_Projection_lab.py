@@ -12,6 +12,7 @@ bundle = ui.page("Projection lab", "Projection lab",
                  "k-dimensional subspace.")
 from explorer.evaluation.evaluate import SCORES  # noqa: E402
 from explorer.results import charts  # noqa: E402
+from explorer.results.family_comparison import largest_gap  # noqa: E402
 from explorer.results.samples import samples_from_rows, samples_table  # noqa: E402
 
 curves = ui.table(bundle, "energy_curves")
@@ -51,8 +52,8 @@ if scores is None:
     grid_methods, grid_fracs = sorted(set(grid["method"])), sorted(set(grid["frac"]))
     if grid.empty and side is not None:
         reason = f"The precomputed grid holds no point on the **{side}** side (it is for the paper's left side)."
-    elif variant not in set(grid["variant"]):
-        reason = (f"The precomputed grid scores the {' and '.join(sorted(set(grid['variant'])))} fine-tune only "
+    elif variant not in scored:
+        reason = (f"The precomputed grid scores the {' and '.join(scored)} fine-tune only "
                   f"(`precompute --grid-variants`), not {variant}.")
     elif method not in grid_methods:
         reason = f"Method **{method}** is not in the precomputed grid, which holds {' and '.join(grid_methods)}."
@@ -142,11 +143,15 @@ with left:
         theirs = theirs[(theirs["variant"] == variant) & (theirs["method"] == method)
                         & ((theirs["side"] == side) if side is not None and "side" in theirs else True)]
         overlaid = pd.concat([curve.assign(family=bundle.manifest["family"]), theirs.assign(family=other)])
-        if theirs.empty:
+        gap = largest_gap(overlaid, "energy_kept_ratio", ["subspace", "frac"])
+        if gap is None:
             st.caption(f"{other} has no {variant} · {method} energy curve on this side to overlay.")
     st.markdown("**Energy kept against ρ**" + (f" ({bundle.manifest['family']} solid, {compared[0]} dashed)"
                                                 if compared is not None else ""))
     st.altair_chart(charts.energy_curves(overlaid, frac, width=330), width="content")
+    if compared is not None and gap is not None:
+        st.caption(f"The two families' curves differ by at most {gap * 100:.1f} points of energy at any ρ"
+                   + (": the dashed lines lie under the solid ones." if gap < 0.02 else "."))
 with right:
     harm = st.radio("Harm axis", ["refusal_rate", "target_logprob"], format_func=charts.SCORE_TITLES.get,
                     horizontal=True, key="proj_harm")

@@ -1,6 +1,8 @@
 """Scores of family members and of projected points, cached by checkpoint fingerprints and profile."""
 from __future__ import annotations
 
+import functools
+
 from explorer.checkpoints.family import ALIGNED, Family
 from explorer.checkpoints.models import load_model, load_tokenizer
 from explorer.core.cache import cache_key, cached_json
@@ -21,18 +23,16 @@ def _profile(name: str):
 
 def member_scores(family: Family, member: str, profile: str = "full", callback: Callback | None = None) -> dict:
     profile_ = _profile(profile)
-    key = cache_key("member-scores", member=family.store(member).fingerprint(), profile=profile_)
+    fingerprint = family.store(member).fingerprint()
 
-    def compute() -> dict:
-        model = load_model(family, member)
-        return evaluate(model, load_tokenizer(family, member), profile_, callback)
+    @functools.cache
+    def loaded() -> tuple:  # the model is loaded at most once, and only if a score is not cached
+        return load_model(family, member), load_tokenizer(family, member)
 
-    def compute_style() -> dict:
-        return style_adoption(load_model(family, member), load_tokenizer(family, member), profile_)
-
-    scores = cached_json("scores", key, compute)
-    style = cached_json("scores", cache_key("member-style", member=family.store(member).fingerprint(),
-                                            profile=profile_), compute_style)
+    scores = cached_json("scores", cache_key("member-scores", member=fingerprint, profile=profile_),
+                         lambda: evaluate(*loaded(), profile_, callback))
+    style = cached_json("scores", cache_key("member-style", member=fingerprint, profile=profile_),
+                        lambda: style_adoption(*loaded(), profile_))
     return merge_scores(scores, style)
 
 

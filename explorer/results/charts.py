@@ -177,12 +177,13 @@ def layer_module_map(frame: pd.DataFrame, value: str, value_title: str, facet: s
 
 def energy_curves(curves: pd.DataFrame, frac: float | None = None, width: int = 380, height: int = 260) -> alt.Chart:
     """Energy kept against ρ, one line per subspace (dashed differently: random and random-k often coincide).
-    With a `family` column naming two families or more, colour is the subspace and the dash the family."""
+    With a `family` column naming two families or more, colour is the subspace and the dash the family: the first
+    family solid, the next dashed."""
     legend = _legend("Subspace", "bottom", stroke=True)
     families = list(dict.fromkeys(curves["family"])) if "family" in curves else []
     if len(families) > 1:
         dash = alt.StrokeDash("family:N", scale=alt.Scale(domain=families, range=FAMILY_DASHES[:len(families)]),
-                              legend=_legend("Family", "bottom", stroke=True))
+                              legend=None)  # callers name the dashes (no room beside or below the plot)
         detail = {"detail": "family:N"}
     else:
         dash, detail = alt.StrokeDash("subspace:N", scale=SUBSPACE_DASHES, legend=legend), {}

@@ -49,6 +49,15 @@ def differing_findings(measured: dict[str, list[Finding]]) -> list[int]:
     return sorted(n for n, v in verdicts.items() if len(v) > 1)
 
 
+def largest_gap(frame: pd.DataFrame, value: str, keys: list[str]) -> float | None:
+    """The largest difference in `value` between the families of a stacked frame (a `family` column) at the same
+    `keys`; None where they share no point. Curves this close hide each other on a chart."""
+    wide = frame.pivot_table(index=keys, columns="family", values=value).dropna()
+    if wide.shape[1] < 2 or wide.empty:
+        return None
+    return float((wide.max(axis=1) - wide.min(axis=1)).max())
+
+
 def alignment_overlap(bundle: Bundle, eta: float = ETA) -> pd.DataFrame:
     """MSO(task update, alignment update) and its random baseline at η, mean over weight matrices, per update."""
     mso = bundle.table("update_mso")

@@ -8,7 +8,7 @@ from explorer.core.errors import ExplorerError
 from explorer.results import charts
 from explorer.results.bundle import Bundle
 from explorer.results.family_comparison import alignment_overlaps, comparison_summary, finding_table
-from explorer.results.findings import Finding, findings
+from explorer.results.findings import Finding
 from explorer.results.summary import member_table
 from pages.common import ui
 
@@ -16,7 +16,7 @@ from pages.common import ui
 def side_by_side(family: str, bundle: Bundle, measured: list[Finding], other: str, other_bundle: Bundle) -> None:
     st.subheader(f"Side by side: {family} and {other}")
     try:
-        measured_by = {family: measured, other: findings(other_bundle)}
+        measured_by = {family: measured, other: ui.findings_of(other_bundle)}
         overlaps = alignment_overlaps({family: bundle, other: other_bundle})
     except ExplorerError as exc:
         st.warning(f"Cannot compare with {other}: {exc}")

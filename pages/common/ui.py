@@ -179,6 +179,18 @@ def comparison(current: Bundle) -> tuple[str, Bundle] | None:
 
 
 @st.cache_data(show_spinner=False)
+def _findings(folder: str, stamp: float) -> list:
+    from explorer.results.findings import findings
+
+    return findings(Bundle(Path(folder)))
+
+
+def findings_of(source: Bundle) -> list:
+    """The six findings measured on a bundle, computed once per bundle version (they bootstrap over prompts)."""
+    return _findings(str(source.folder), (source.folder / "manifest.json").stat().st_mtime)
+
+
+@st.cache_data(show_spinner=False)
 def _table(folder: str, name: str, stamp: float) -> pd.DataFrame:
     return Bundle(Path(folder)).table(name)
 

@@ -13,6 +13,7 @@ from explorer.results.family_comparison import (
     comparison_summary,
     differing_findings,
     finding_table,
+    largest_gap,
     overlap_contrast,
     statistic_text,
 )
@@ -53,6 +54,13 @@ def test_finding_table_and_differences_put_families_side_by_side():
     summary = comparison_summary(measured, overlaps)
     assert "Verdicts differ on finding 3 (**narrow** does not support, **broad** inconclusive)." in summary
     assert "**narrow** 2.00x, **broad** 1.00x" in summary
+
+
+def test_largest_gap_compares_the_families_at_shared_points_only():
+    frame = pd.DataFrame({"family": ["a", "a", "b", "b", "b"], "frac": [0.1, 0.2, 0.1, 0.2, 0.3],
+                          "value": [0.5, 0.6, 0.52, 0.5, 0.9]})
+    assert largest_gap(frame, "value", ["frac"]) == pytest.approx(0.1)
+    assert largest_gap(frame[frame["family"] == "a"], "value", ["frac"]) is None
 
 
 def test_alignment_overlap_reads_the_weight_mso_at_half_energy(tiny_demo):
