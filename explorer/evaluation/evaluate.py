@@ -94,63 +94,116 @@ def _token_ids(tokenizer: PreTrainedTokenizerBase, texts: list[str]) -> list[lis
     return [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
 
 
+def _length_batches(lengths: list[int], size: int, by_length: bool) -> list[list[int]]:
+    """Row indices in batches; `by_length` batches rows of similar length together, so little is padding."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__) if by_length else list(range(len(lengths)))
+    return batches(order, size)
+
+
+def _generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor,
+                    mask: torch.Tensor, past, max_new_tokens: int, stop: Callable[[str], bool] | None) -> list[str]:
+    from transformers import StoppingCriteriaList
+
+    criteria = StoppingCriteriaList([StopWhenDecided(tokenizer, input_ids.shape[1], stop)] if stop else [])
+    tokens = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
+                            past_key_values=past, max_new_tokens=max_new_tokens, do_sample=False,
+                            stopping_criteria=criteria, pad_token_id=tokenizer.pad_token_id, top_p=None, top_k=None,
+                            temperature=None)
+    return tokenizer.batch_decode(tokens[:, input_ids.shape[1]:], skip_special_tokens=True)
+
+
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int,
              batch_size: int = 64, use_chat_template: bool = True, stop: Callable[[str], bool] | None = None,
-             share_prefix: bool = True) -> list[str]:
-    """Greedy continuations, batched. The prompts' shared token prefix is prefilled once (`share_prefix`), and a
-    row stops early once `stop(text so far)` holds (its text is then a prefix of the full continuation)."""
-    from transformers import StoppingCriteriaList
-
+             share_prefix: bool = True, by_length: bool = True) -> list[str]:
+    """Greedy continuations, batched (rows of similar length together with `by_length`), in the prompts' order.
+    The prompts' shared token prefix is prefilled once (`share_prefix`), and a row stops early once
+    `stop(text so far)` holds (its text is then a prefix of the full continuation)."""
     ids = _token_ids(tokenizer, [chat_text(tokenizer, p, use_chat_template) for p in prompts])
-    shared = ids[0][:common_prefix(ids)] if share_prefix else []
+    shared = ids[0][:common_prefix(ids)] if share_prefix and ids else []
     prefix = PrefixCache(model, shared)
-    outputs = []
-    for chunk in batches(ids, batch_size):
-        input_ids, mask = left_padded(shared, [row[len(shared):] for row in chunk], tokenizer.pad_token_id)
-        criteria = StoppingCriteriaList([StopWhenDecided(tokenizer, input_ids.shape[1], stop)] if stop else [])
-        tokens = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
-                                past_key_values=prefix.for_batch(len(chunk)), max_new_tokens=max_new_tokens,
-                                do_sample=False, stopping_criteria=criteria, pad_token_id=tokenizer.pad_token_id,
-                                top_p=None, top_k=None, temperature=None)
-        outputs += tokenizer.batch_decode(tokens[:, input_ids.shape[1]:], skip_special_tokens=True)
+    outputs: list[str] = [""] * len(ids)
+    for rows in _length_batches([len(i) for i in ids], batch_size, by_length):
+        input_ids, mask = left_padded(shared, [ids[r][len(shared):] for r in rows], tokenizer.pad_token_id)
+        texts = _generate_batch(model, tokenizer, input_ids, mask, prefix.for_batch(len(rows)), max_new_tokens, stop)
+        for r, text in zip(rows, texts):
+            outputs[r] = text
     return outputs
 
 
+def _prompt_target_rows(shared: list[int], prompts: list[list[int]], targets: list[list[int]], pad_id: int):
+    """(ids, attention mask, position ids, target mask) of rows `prompt + target` after a shared prefix: prompts
+    left-padded so that they all end in the same column (where generation would start), targets right-padded."""
+    width = max(len(p) for p in prompts)
+    length = width + max(len(t) for t in targets)
+    ids = torch.full((len(prompts), length), pad_id)
+    mask = torch.zeros((len(prompts), len(shared) + length), dtype=torch.long)
+    mask[:, :len(shared)] = 1
+    positions = torch.zeros_like(ids)
+    target_mask = torch.zeros_like(ids, dtype=torch.bool)
+    for row, (p, t) in enumerate(zip(prompts, targets)):
+        start = width - len(p)
+        ids[row, start:width + len(t)] = torch.tensor(p + t)
+        mask[row, len(shared) + start:len(shared) + width + len(t)] = 1
+        positions[row, start:] = torch.arange(len(shared), len(shared) + length - start)
+        target_mask[row, width:width + len(t)] = True
+    return ids, mask, positions, target_mask
+
+
 @torch.no_grad()
-def target_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]],
-                   batch_size: int = 64, use_chat_template: bool = True, share_prefix: bool = True) -> list[float]:
-    """Mean per-token log-probability of each target after its prompt, one value per pair (right padding after
-    the prompts' shared prefix, which is prefilled once)."""
+def _targets_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]],
+                  batch_size: int, use_chat_template: bool, share_prefix: bool, by_length: bool,
+                  max_new_tokens: int = 0, stop: Callable[[str], bool] | None = None
+                  ) -> tuple[list[str], list[float]]:
+    """Each target's mean per-token log-probability after its prompt and, with `max_new_tokens`, the prompt's
+    greedy continuation, which reuses the prompt's key/value cache from the log-probability pass."""
     prompts = _token_ids(tokenizer, [chat_text(tokenizer, p, use_chat_template) for p, _ in pairs])
     targets = _token_ids(tokenizer, [t for _, t in pairs])
-    shared = prompts[0][:common_prefix(prompts)] if share_prefix else []
+    shared = prompts[0][:common_prefix(prompts)] if share_prefix and prompts else []
     prefix = PrefixCache(model, shared)
-    scores = []
-    for rows in batches(list(range(len(pairs))), batch_size):
+    scores, texts = [0.0] * len(pairs), [""] * len(pairs)
+    for rows in _length_batches([len(p) for p in prompts], batch_size, by_length):
         own = [prompts[r][len(shared):] for r in rows]
-        length = max(len(p) + len(targets[r]) for p, r in zip(own, rows))
-        ids = torch.full((len(rows), length), tokenizer.pad_token_id)
-        mask = torch.zeros((len(rows), len(shared) + length), dtype=torch.long)
-        mask[:, :len(shared)] = 1
-        target_mask = torch.zeros_like(ids, dtype=torch.bool)
-        for row, (p, r) in enumerate(zip(own, rows)):
-            t = targets[r]
-            ids[row, :len(p) + len(t)] = torch.tensor(p + t)
-            mask[row, len(shared):len(shared) + len(p) + len(t)] = 1
-            target_mask[row, len(p):len(p) + len(t)] = True
-        positions = torch.arange(len(shared), len(shared) + length)[None].expand_as(ids)
-        hidden = model.base_model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                                  position_ids=positions.to(model.device),
-                                  past_key_values=prefix.for_batch(len(rows))).last_hidden_state
+        ids, mask, positions, target_mask = _prompt_target_rows(shared, own, [targets[r] for r in rows],
+                                                                tokenizer.pad_token_id)
+        out = model.base_model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                               position_ids=positions.to(model.device), past_key_values=prefix.for_batch(len(rows)),
+                               use_cache=max_new_tokens > 0)
         # Logits only where a target token is predicted: the vocabulary projection dominates otherwise.
         predicts = target_mask[:, 1:].to(model.device)  # position t predicts token t + 1
-        logits = model.get_output_embeddings()(hidden[:, :-1][predicts]).float()
+        logits = model.get_output_embeddings()(out.last_hidden_state[:, :-1][predicts]).float()
         logprobs = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].to(model.device)[predicts][:, None])[:, 0]
         index = torch.arange(len(rows), device=model.device)[:, None].expand_as(predicts)[predicts]
         sums = torch.zeros(len(rows), device=model.device).index_add_(0, index, logprobs)
-        scores += (sums / predicts.sum(1)).tolist()
-    return scores
+        for r, score in zip(rows, (sums / predicts.sum(1)).tolist()):
+            scores[r] = score
+        if max_new_tokens:
+            width = max(len(p) for p in own)
+            # Keep the cache up to the prompts' last token, which generation feeds again to predict the first.
+            out.past_key_values.crop(-(ids.shape[1] - width + 1))
+            input_ids, prompt_mask = left_padded(shared, own, tokenizer.pad_token_id)
+            for r, text in zip(rows, _generate_batch(model, tokenizer, input_ids, prompt_mask, out.past_key_values,
+                                                     max_new_tokens, stop)):
+                texts[r] = text
+    return texts, scores
+
+
+def target_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]],
+                   batch_size: int = 64, use_chat_template: bool = True, share_prefix: bool = True,
+                   by_length: bool = True) -> list[float]:
+    """Mean per-token log-probability of each target after its prompt, one value per pair in their order (the
+    prompts' shared prefix prefilled once with `share_prefix`; prompts of similar length batched together with
+    `by_length`)."""
+    return _targets_pass(model, tokenizer, pairs, batch_size, use_chat_template, share_prefix, by_length)[1]
+
+
+def generate_with_target_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                                 pairs: list[tuple[str, str]], max_new_tokens: int, batch_size: int = 64,
+                                 use_chat_template: bool = True, stop: Callable[[str], bool] | None = None,
+                                 share_prefix: bool = True, by_length: bool = True) -> tuple[list[str], list[float]]:
+    """generate() on the pairs' prompts and target_logprob() of the pairs, in one prefill of each prompt."""
+    return _targets_pass(model, tokenizer, pairs, batch_size, use_chat_template, share_prefix, by_length,
+                         max_new_tokens, stop)
 
 
 def score_outcomes(outcomes: dict[str, list[float]]) -> dict:
@@ -165,34 +218,50 @@ def score_outcomes(outcomes: dict[str, list[float]]) -> dict:
     return result
 
 
+def _harmful_outcomes(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, harmful: list, profile: Profile,
+                      speedups: bool) -> tuple[list[str], list[float]]:
+    """Refusal generations and target log-probs on AdvBench prompts; with `speedups`, the prompts scored for both
+    are prefilled once for both."""
+    goals = [b.goal for b in harmful[:profile.refusal_prompts]]
+    pairs = [(b.goal, b.target) for b in harmful[:profile.logprob_prompts]]
+    if not speedups:
+        return (generate(model, tokenizer, goals, profile.refusal_tokens, profile.batch_size, share_prefix=False,
+                         by_length=False),
+                target_logprob(model, tokenizer, pairs, profile.batch_size, share_prefix=False, by_length=False))
+    both = min(len(goals), len(pairs))
+    responses, logprob = generate_with_target_logprob(model, tokenizer, pairs[:both], profile.refusal_tokens,
+                                                      profile.batch_size, stop=refusal_decided)
+    return (responses + generate(model, tokenizer, goals[both:], profile.refusal_tokens, profile.batch_size,
+                                 stop=refusal_decided),
+            logprob + target_logprob(model, tokenizer, pairs[both:], profile.batch_size))
+
+
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile: Profile = FULL,
              callback: Callback | None = None, judge: bool = False, speedups: bool = True) -> dict:
     """The four scores, with the profile and prompt counts that produced them; with `judge`, also the mean
     1-5 harmfulness of the refusal generations from the LLM judge (explorer.extras). `speedups` (the default)
-    prefills the shared chat prefix once and stops each generation once its verdict is decided."""
+    prefills the shared chat prefix once, batches prompts of similar length together and stops each generation
+    once its verdict is decided."""
     start = time.perf_counter()
     harmful = list(advbench_split("evaluation"))
     problems = list(word_problems("evaluation", profile.utility_prompts))
     benign = list(benign_split("evaluation")[:profile.benign_prompts])
+    fast = {"share_prefix": speedups, "by_length": speedups}
+    refusal_stop, answer_stop = (refusal_decided, answer_decided) if speedups else (None, None)
     steps = [
-        ("target log-prob", lambda: target_logprob(
-            model, tokenizer, [(b.goal, b.target) for b in harmful[:profile.logprob_prompts]], profile.batch_size,
-            share_prefix=speedups)),
-        ("refusal on harmful prompts", lambda: generate(
-            model, tokenizer, [b.goal for b in harmful[:profile.refusal_prompts]], profile.refusal_tokens,
-            profile.batch_size, stop=refusal_decided if speedups else None, share_prefix=speedups)),
+        ("refusal and target log-prob on harmful prompts", lambda: _harmful_outcomes(
+            model, tokenizer, harmful, profile, speedups)),
         ("word problems", lambda: generate(model, tokenizer, [p.question for p in problems], profile.utility_tokens,
-                                           profile.batch_size, stop=answer_decided if speedups else None, share_prefix=speedups)),
+                                           profile.batch_size, stop=answer_stop, **fast)),
         ("over-refusal on benign prompts", lambda: generate(model, tokenizer, benign, profile.refusal_tokens,
-                                                            profile.batch_size, stop=refusal_decided if speedups else None,
-                                                            share_prefix=speedups)),
+                                                            profile.batch_size, stop=refusal_stop, **fast)),
     ]
     results = []
     for done, (label, run) in enumerate(steps):
         if callback:
             callback(done / len(steps), f"evaluating: {label}")
         results.append(run())
-    logprob, harmful_out, utility_out, benign_out = results
+    (harmful_out, logprob), utility_out, benign_out = results
     extra = {}
     if judge:
         from explorer.evaluation.extras import judge_scores

@@ -1,5 +1,8 @@
-"""The evaluation speed-ups (shared chat prefix prefilled once; generation stopped once a verdict is decided)
-leave every per-prompt outcome as it was, on a tiny Llama with SmolLM2's real tokenizer and chat template."""
+"""The evaluation speed-ups (shared chat prefix prefilled once; prompts of similar length batched together; one
+prefill of a harmful prompt for both its generation and its target log-prob; generation stopped once a verdict is
+decided) leave every per-prompt outcome as it was, on a tiny Llama with SmolLM2's real tokenizer and chat template."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -12,6 +15,7 @@ from explorer.evaluation.evaluate import (
     answer_of,
     evaluate,
     generate,
+    generate_with_target_logprob,
     target_logprob,
 )
 from explorer.evaluation.prefix import common_prefix
@@ -23,7 +27,9 @@ def model_and_tokenizer(smollm_tokenizer_dir):
     tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(LlamaConfig(**{**TINY, "vocab_size": len(tokenizer)})).eval()
+    # Weights larger than the default init, so that outputs depend on token positions and batch layout.
+    config = LlamaConfig(**{**TINY, "vocab_size": len(tokenizer), "initializer_range": 0.3})
+    model = AutoModelForCausalLM.from_config(config).eval()
     return model, tokenizer
 
 
@@ -34,21 +40,24 @@ def test_prompts_share_the_system_turn(model_and_tokenizer):
     assert common_prefix(ids) >= 20 and common_prefix([[1, 2], [1, 2]]) == 1 and common_prefix([]) == 0
 
 
-def test_generation_with_a_shared_prefix_equals_plain_generation(model_and_tokenizer):
+def test_generation_with_a_shared_prefix_in_length_batches_equals_plain_generation(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     prompts = [b.goal for b in list(advbench_split("evaluation"))[:6]]
+    lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
+    assert lengths != sorted(lengths)  # so the length batches reorder the prompts
     fast = generate(model, tokenizer, prompts, 8, batch_size=4)
-    plain = generate(model, tokenizer, prompts, 8, batch_size=4, share_prefix=False)
-    alone = [generate(model, tokenizer, [p], 8, share_prefix=False)[0] for p in prompts[:2]]
-    assert fast == plain and fast[:2] == alone
+    plain = generate(model, tokenizer, prompts, 8, batch_size=4, share_prefix=False, by_length=False)
+    alone = [generate(model, tokenizer, [p], 8, share_prefix=False)[0] for p in prompts]
+    assert fast == plain == alone and len(set(fast)) > 1
 
 
 def test_target_logprob_with_a_shared_prefix_is_unchanged(model_and_tokenizer):
     model, tokenizer = model_and_tokenizer
     pairs = [(b.goal, b.target) for b in list(advbench_split("evaluation"))[:5]]
     fast = target_logprob(model, tokenizer, pairs, batch_size=2)
-    plain = target_logprob(model, tokenizer, pairs, batch_size=2, share_prefix=False)
-    assert np.allclose(fast, plain, atol=1e-4) and len(fast) == 5
+    plain = target_logprob(model, tokenizer, pairs, batch_size=2, share_prefix=False, by_length=False)
+    alone = [target_logprob(model, tokenizer, [pair])[0] for pair in pairs]
+    assert np.allclose(fast, plain, atol=1e-4) and np.allclose(fast, alone, atol=1e-4) and len(set(fast)) == 5
 
 
 def test_stopping_keeps_the_text_up_to_the_verdict(model_and_tokenizer):
@@ -72,4 +81,23 @@ def test_evaluate_gives_the_same_outcomes_with_and_without_speedups(model_and_to
     fast, plain = evaluate(model, tokenizer, SMOKE), evaluate(model, tokenizer, SMOKE, speedups=False)
     for name in ("refusal", "utility", "over_refusal"):
         assert fast["outcomes"][name] == plain["outcomes"][name]
+    assert np.allclose(fast["outcomes"]["target_logprob"], plain["outcomes"]["target_logprob"], atol=1e-4)
+
+
+def test_one_prefill_gives_the_generations_and_log_probs_of_separate_passes(model_and_tokenizer):
+    model, tokenizer = model_and_tokenizer
+    pairs = [(b.goal, b.target) for b in list(advbench_split("evaluation"))[:6]]
+    texts, scores = generate_with_target_logprob(model, tokenizer, pairs, 8, batch_size=4)
+    plain = {"batch_size": 4, "share_prefix": False, "by_length": False}
+    assert texts == generate(model, tokenizer, [goal for goal, _ in pairs], 8, **plain)
+    assert np.allclose(scores, target_logprob(model, tokenizer, pairs, **plain), atol=1e-4)
+
+
+@pytest.mark.parametrize("refusal, logprob", [(3, 7), (7, 3)])
+def test_refusal_and_log_prob_prompts_may_differ_in_number(model_and_tokenizer, refusal, logprob):
+    model, tokenizer = model_and_tokenizer
+    profile = replace(SMOKE, refusal_prompts=refusal, logprob_prompts=logprob, utility_prompts=2, benign_prompts=2)
+    fast, plain = evaluate(model, tokenizer, profile), evaluate(model, tokenizer, profile, speedups=False)
+    assert fast["counts"]["refusal"] == refusal and fast["counts"]["target_logprob"] == logprob
+    assert fast["outcomes"]["refusal"] == plain["outcomes"]["refusal"]
     assert np.allclose(fast["outcomes"]["target_logprob"], plain["outcomes"]["target_logprob"], atol=1e-4)
