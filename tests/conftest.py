@@ -60,7 +60,8 @@ def tiny_demo(tmp_path_factory, smollm_tokenizer_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_broad(tiny_demo) -> Path:
-    """The broad-alignment recipe on the same tiny base, written beside tiny_demo's family file, with results."""
+    """The broad-alignment recipe on the same tiny base, written beside tiny_demo's family file, with results on
+    a grid of one variant and two values of ρ (tiny_demo's grid has one)."""
     from explorer.demo.build import build_demo, recipe
     from explorer.results.precompute import precompute
 
@@ -68,5 +69,5 @@ def tiny_broad(tiny_demo) -> Path:
     config = recipe("broad", steps=2, aligned_steps=3, batch_size=2, answer_tokens=4, useful_rows=10, limit=5)
     family = build_demo(tiny_demo.parent / "tiny-broad.toml", root / "broad" / "tiny-broad", base=root / "b",
                         config=config)
-    precompute(family.path, profile="smoke", grid_fracs=(0.5,), grid_variants=["contaminated"])
+    precompute(family.path, profile="smoke", grid_fracs=(0.25, 0.5), grid_variants=["contaminated"])
     return family.path

@@ -1,8 +1,10 @@
 """Two or more families side by side: each finding's statistic, interval and verdict, and how much of each task
-update lies in the alignment update's subspace (weight MSO at η = 0.5)."""
+update lies in the alignment update's subspace (weight MSO at η = 0.5). Findings that read the projection grid
+are compared on the grid points every family scores."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -10,6 +12,46 @@ import pandas as pd
 from explorer.results.bundle import Bundle
 from explorer.results.findings import ETA, Finding
 from explorer.results.summary import verdict_of
+
+GRID_TABLES = ("projection", "projection_outcomes", "removed_by_layer", "projection_samples")
+
+
+@dataclass
+class SharedGrid(Bundle):
+    """A bundle whose projection grid is cut to the ρ values in `fracs` (the unprojected references stay)."""
+
+    fracs: tuple[float, ...] = ()
+
+    def table(self, table: str) -> pd.DataFrame:
+        frame = super().table(table)
+        if table in GRID_TABLES and "frac" in frame:
+            frame = frame[frame["frac"].isna() | frame["frac"].round(6).isin(self.fracs)].reset_index(drop=True)
+        return frame
+
+
+def _grid_fracs(bundle: Bundle) -> tuple[float, ...]:
+    return tuple(sorted({round(float(f), 6) for f in bundle.manifest.get("grid", {}).get("fracs", [])}))
+
+
+def on_shared_grid(bundles: dict[str, Bundle]) -> tuple[dict[str, Bundle], tuple[float, ...] | None]:
+    """The bundles cut to the ρ values all their grids score, and those values; the bundles as they are, and
+    None, when every grid scores the same ρ values. Findings 2, 3 and 6 average over the grid's ρ values, so
+    families with different grids are compared like for like only on the values they share."""
+    grids = {_grid_fracs(b) for b in bundles.values()}
+    if len(grids) <= 1:
+        return bundles, None
+    fracs = tuple(sorted(set.intersection(*(set(g) for g in grids))))
+    return {name: SharedGrid(b.folder, fracs) for name, b in bundles.items()}, fracs
+
+
+def shared_grid_note(fracs: tuple[float, ...] | None) -> str:
+    """What a side-by-side view says when the families' grids differ ("" when they do not)."""
+    if fracs is None:
+        return ""
+    values = ", ".join(f"{f:g}" for f in fracs) or "none"
+    return (f"The families' projection grids differ, so findings 2, 3 and 6 are measured here on the ρ values both "
+            f"grids score ({values}); each family's own findings use its whole grid.")
+
 
 # How each finding's statistic reads: (scale, format, unit); finding 1 and 2 are in points of a fraction.
 STATISTIC_FORMATS = {1: (100, "{:.1f}", " points"), 2: (100, "{:+.1f}", " points"), 3: (1, "{:.2f}", "x"),

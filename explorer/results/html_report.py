@@ -18,7 +18,13 @@ import vl_convert
 
 from explorer.results import charts, defence_charts
 from explorer.results.bundle import Bundle
-from explorer.results.family_comparison import alignment_overlaps, comparison_summary, finding_table
+from explorer.results.family_comparison import (
+    alignment_overlaps,
+    comparison_summary,
+    finding_table,
+    on_shared_grid,
+    shared_grid_note,
+)
 from explorer.results.findings import (
     INCONCLUSIVE,
     REFUTES,
@@ -139,8 +145,10 @@ def render(bundle: Bundle, measured: list[Finding] | None = None, compare: dict[
                   "nothing.</p>")
     if compare:
         overlaps = alignment_overlaps(bundles)
-        parts += ["<h2>Side by side</h2>", f"<p>{_markdown(comparison_summary(measured_by, overlaps))}</p>",
-                  _table(finding_table(measured_by)),
+        shared, fracs = on_shared_grid(bundles)
+        side_by_side = measured_by if fracs is None else {name: findings(b) for name, b in shared.items()}
+        parts += ["<h2>Side by side</h2>", f"<p>{_markdown(comparison_summary(side_by_side, overlaps))}</p>",
+                  _table(finding_table(side_by_side)), f"<p>{_text(shared_grid_note(fracs))}</p>" if fracs else "",
                   chart_figure(charts.alignment_overlap_bars(overlaps), 0, CAPTIONS["overlap"])]
         for index, (name, b) in enumerate(bundles.items()):
             parts += [f"<h2>{_text(name)}</h2>", *_family_sections(b, measured_by[name], 3, 10 * (index + 1))]

@@ -9,7 +9,7 @@ from explorer.checkpoints.family import read_family_spec
 from explorer.evaluation.evaluate import MEMBER_SCORES, SCORES
 from explorer.results.bundle import Bundle
 from explorer.results.defences import report_rows
-from explorer.results.family_comparison import alignment_overlaps, overlap_contrast
+from explorer.results.family_comparison import alignment_overlaps, on_shared_grid, overlap_contrast
 from explorer.results.findings import findings
 
 PROJECTION_COLUMNS = ["variant", "method", "subspace", "frac", "side", "energy_kept_ratio", "cosine_task_kept",
@@ -75,13 +75,16 @@ def headline(family_path: str | Path) -> dict:
 
 def comparison(family_paths: list[str | Path]) -> dict:
     """Families side by side: per family, each finding's verdict, statistic and interval, and the MSO of every task
-    update with the alignment update at η = 0.5."""
+    update with the alignment update at η = 0.5. Findings are measured on the grid ρ values all families score
+    (`shared_grid_fracs`, null when their grids agree)."""
     bundles = {}
     for path in family_paths:
         bundle = bundle_for(path)
         bundles[bundle.manifest["family"]] = bundle
     overlaps = alignment_overlaps(bundles)
+    shared, fracs = on_shared_grid(bundles)
     return {"families": list(bundles),
-            "findings": {name: [f.as_json() for f in findings(b)] for name, b in bundles.items()},
+            "shared_grid_fracs": None if fracs is None else list(fracs),
+            "findings": {name: [f.as_json() for f in findings(b)] for name, b in shared.items()},
             "alignment_overlap": overlaps.to_dict("records"),
             "harmful_over_useful": overlap_contrast(overlaps)}

@@ -7,7 +7,13 @@ import streamlit as st
 from explorer.core.errors import ExplorerError
 from explorer.results import charts
 from explorer.results.bundle import Bundle
-from explorer.results.family_comparison import alignment_overlaps, comparison_summary, finding_table
+from explorer.results.family_comparison import (
+    alignment_overlaps,
+    comparison_summary,
+    finding_table,
+    on_shared_grid,
+    shared_grid_note,
+)
 from explorer.results.findings import Finding
 from explorer.results.summary import member_table
 from pages.common import ui
@@ -16,7 +22,9 @@ from pages.common import ui
 def side_by_side(family: str, bundle: Bundle, measured: list[Finding], other: str, other_bundle: Bundle) -> None:
     st.subheader(f"Side by side: {family} and {other}")
     try:
-        measured_by = {family: measured, other: ui.findings_of(other_bundle)}
+        shared, fracs = on_shared_grid({family: bundle, other: other_bundle})
+        measured_by = {name: measured if fracs is None and name == family else ui.findings_of(b)
+                       for name, b in shared.items()}
         overlaps = alignment_overlaps({family: bundle, other: other_bundle})
     except ExplorerError as exc:
         st.warning(f"Cannot compare with {other}: {exc}")
@@ -31,7 +39,7 @@ def side_by_side(family: str, bundle: Bundle, measured: list[Finding], other: st
     st.dataframe(table, hide_index=True, width="stretch",
                  column_config={c: st.column_config.TextColumn(c, width=w) for c, w in widths.items()})
     st.caption("Hover a cell to read it whole. Statistics, intervals and thresholds are each finding's own "
-               "(the boxes below give the full text).")
+               "(the boxes below give the full text). " + shared_grid_note(fracs))
     left, right = st.columns([4, 5])
     left.altair_chart(charts.alignment_overlap_bars(overlaps), width="content")
     members = {f"{name} · {m}": s for name, b in ((family, bundle), (other, other_bundle)) for m, s in b.scores.items()}

@@ -179,15 +179,18 @@ def comparison(current: Bundle) -> tuple[str, Bundle] | None:
 
 
 @st.cache_data(show_spinner=False)
-def _findings(folder: str, stamp: float) -> list:
+def _findings(folder: str, stamp: float, fracs: tuple[float, ...] | None) -> list:
+    from explorer.results.family_comparison import SharedGrid
     from explorer.results.findings import findings
 
-    return findings(Bundle(Path(folder)))
+    return findings(Bundle(Path(folder)) if fracs is None else SharedGrid(Path(folder), fracs))
 
 
 def findings_of(source: Bundle) -> list:
-    """The six findings measured on a bundle, computed once per bundle version (they bootstrap over prompts)."""
-    return _findings(str(source.folder), (source.folder / "manifest.json").stat().st_mtime)
+    """The six findings measured on a bundle (or on part of its grid: a SharedGrid), computed once per bundle
+    version (they bootstrap over prompts)."""
+    return _findings(str(source.folder), (source.folder / "manifest.json").stat().st_mtime,
+                     getattr(source, "fracs", None))
 
 
 @st.cache_data(show_spinner=False)

@@ -333,6 +333,7 @@ def test_overview_sets_two_families_side_by_side(tiny_demo, tiny_broad):
     assert "Side by side: tiny and tiny-broad" in [h.value for h in at.subheader]
     table = at.dataframe[0].value
     assert len(table) == 6 and {"tiny: verdict", "tiny-broad: verdict"} <= set(table.columns)
+    assert any("measured here on the ρ values both grids score (0.5)" in c.value for c in at.caption)
     overlap = next(i for i, c in enumerate(_charts(at)) if "Overlap with the alignment update" in c.proto.spec)
     assert set(_chart_rows(at, overlap)["family"]) == {"tiny", "tiny-broad"}
     members = at.dataframe[1].value

@@ -9,11 +9,13 @@ import pytest
 
 from explorer.results.bundle import Bundle
 from explorer.results.family_comparison import (
+    SharedGrid,
     alignment_overlap,
     comparison_summary,
     differing_findings,
     finding_table,
     largest_gap,
+    on_shared_grid,
     overlap_contrast,
     statistic_text,
 )
@@ -82,10 +84,26 @@ def test_report_and_html_cover_both_families(tiny_demo, tiny_broad):
     assert "Safety subspaces: tiny and tiny-broad" in page and "<h2>Side by side</h2>" in page
     assert "<th>tiny-broad: verdict</th>" in page and page.count("<svg") >= 2 * 6
     assert "<script src" not in page and "http://" not in page.split("</head>")[1].replace("http://www.w3.org", "")
+    assert "findings 2, 3 and 6 are measured here on the ρ values both grids score (0.5)" in page
     proc = subprocess.run([sys.executable, "-m", "explorer", "report", str(tiny_demo), "--json", "--compare",
                            str(tiny_broad)], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["comparison"]["families"] == ["tiny", "tiny-broad"]
+    assert result["shared_grid_fracs"] == [0.5] and comparison([tiny_demo, tiny_demo])["shared_grid_fracs"] is None
+
+
+def test_families_with_different_grids_are_compared_on_the_points_they_share(tiny_demo, tiny_broad):
+    broad, demo = bundle_for(tiny_broad), bundle_for(tiny_demo)
+    assert on_shared_grid({"a": demo, "b": demo}) == ({"a": demo, "b": demo}, None)
+    shared, fracs = on_shared_grid({"tiny": demo, "tiny-broad": broad})
+    assert fracs == (0.5,) and isinstance(shared["tiny-broad"], SharedGrid)
+    assert sorted(broad.table("projection")["frac"].unique()) == [0.25, 0.5]
+    for table in ("projection", "removed_by_layer", "projection_samples"):
+        assert set(shared["tiny-broad"].table(table)["frac"]) == {0.5}, table
+    outcomes, whole = shared["tiny-broad"].table("projection_outcomes"), broad.table("projection_outcomes")
+    assert set(outcomes["frac"].dropna()) == {0.5}
+    assert len(outcomes) == len(whole[whole["frac"].isna() | (whole["frac"] == 0.5)]) < len(whole)
+    assert len(shared["tiny-broad"].table("safelora")) == len(broad.table("safelora")) > 0
 
 
 def test_members_carry_style_adoption_with_its_interval(tiny_broad):
@@ -96,10 +114,10 @@ def test_members_carry_style_adoption_with_its_interval(tiny_broad):
     assert len(findings(Bundle.load("tiny-broad"))) == 6
 
 
-def test_a_grid_of_some_variants_scores_those_only(tiny_broad):
+def test_a_grid_of_some_variants_scores_those_only_and_safelora_every_variant(tiny_broad):
     bundle = Bundle.load("tiny-broad")
     assert set(bundle.table("projection")["variant"]) == {"contaminated"}
-    assert set(bundle.table("safelora")["variant"]) == {"contaminated"}
+    assert set(bundle.table("safelora")["variant"]) == {"useful", "harmful", "contaminated"}
     assert set(bundle.table("safelora_cosines")["variant"]) == {"useful", "harmful", "contaminated"}
     assert bundle.manifest["grid"]["variants"] == ["contaminated"]
     proc = subprocess.run([sys.executable, "-m", "explorer", "precompute", str(tiny_broad), "--grid-variants",
