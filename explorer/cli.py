@@ -286,8 +286,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: --profile)")
     p.add_argument("--grid-fracs", type=float, nargs="+", default=list(GRID_FRACS))
     p.add_argument("--grid-variants", nargs="+", metavar="VARIANT",
-                   help="fine-tuned members the grid and Safe LoRA points score (default: all; the findings read "
-                        "the contaminated one)")
+                   help="fine-tuned members the projection grid scores (default: all; the findings read the "
+                        "contaminated one); Safe LoRA's points are scored for all")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-activations", action="store_true", help="weight space only")
     ray_option(p)

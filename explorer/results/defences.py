@@ -57,15 +57,13 @@ def _point_row(point: dict) -> dict:
     return row
 
 
-def safelora_tables(family: Family, scorer: PointScorer, profile: str, callback: Callback | None = None,
-                    scored: list[str] | None = None) -> dict[str, pd.DataFrame]:
+def safelora_tables(family: Family, scorer: PointScorer, profile: str, callback: Callback | None = None
+                    ) -> dict[str, pd.DataFrame]:
     """`safelora_cosines`: every tensor's cosine and energies, per variant; `safelora`: scored points of every
-    variant in `scored` (default: all) at the thresholds of SafeLoraStats.threshold_grid, plus the point that
-    projects nothing."""
+    variant at the thresholds of SafeLoraStats.threshold_grid, plus the point that projects nothing."""
     cosines, points = [], []
     stats = {v: safelora_stats(family, v, callback) for v in family.finetuned}
-    settings = [(v, t) for v, s in stats.items() if scored is None or v in scored
-                for t in [nothing_projected(s), *s.threshold_grid()]]
+    settings = [(v, t) for v, s in stats.items() for t in [nothing_projected(s), *s.threshold_grid()]]
     for variant, threshold in track(settings, "Safe LoRA points", callback=callback):
         points.append(_point_row(scorer.score_safelora(variant, threshold=threshold, profile=profile)))
     for variant, st in stats.items():

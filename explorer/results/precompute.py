@@ -76,6 +76,9 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
                 for frac in CURVE_FRACS:
                     curves.append({"variant": variant, "method": method, "subspace": subspace, "frac": frac,
                                    "side": side, **st.point(method, subspace, frac)})
+    # Safe LoRA's points for every fine-tuned member, before the grid: an interrupted run keeps them in the cache.
+    with _timed(timings, "safelora"):
+        tables.update(safelora_tables(family, PointScorer(family), grid_profile, callback))
     # The findings read the contaminated fine-tune first: score it first, so an interrupted run has it.
     variants = sorted(grid_variants or family.finetuned, key=lambda v: v != "contaminated")
     points = [(v, m, s, f) for v in variants for m in GRID_METHODS for s in SUBSPACES for f in grid_fracs]
@@ -98,8 +101,6 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
     tables["projection"] = pd.DataFrame(grid)
     tables["projection_outcomes"] = pd.DataFrame(outcomes)
     tables["removed_by_layer"] = pd.concat(removed, ignore_index=True)
-    with _timed(timings, "safelora"):
-        tables.update(safelora_tables(family, PointScorer(family), grid_profile, callback, variants))
     tables["projection_samples"] = pd.DataFrame(samples)
     return scores, tables
 
@@ -124,8 +125,9 @@ def outcome_rows(outcomes: dict[str, list[float]], keys: dict) -> list[dict]:
 def precompute(family_path: str | Path, profile: str = "full", seed: int = 0, grid_fracs=GRID_FRACS,
                activations: bool = True, grid_profile: str | None = None, callback: Callback | None = None,
                grid_variants: list[str] | None = None) -> Path:
-    """Member scores use `profile`; the projection grid uses `grid_profile` (default: the same) and scores the
-    fine-tuned members in `grid_variants` (default: all; the findings read the contaminated one)."""
+    """Member scores use `profile`; the projection grid and the Safe LoRA points use `grid_profile` (default: the
+    same). The grid scores the fine-tuned members in `grid_variants` (default: all; the findings read the
+    contaminated one); Safe LoRA's points are scored for every fine-tuned member."""
     grid_profile = grid_profile or profile
     for frac in grid_fracs:
         check_frac(frac)  # now, not after the hours of work that come before the grid
