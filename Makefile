@@ -34,12 +34,12 @@ test: install ray browser
 	$(PY) -m pytest -q
 
 # Rebuild both demo families' checkpoints (about 25 and 63 min on 2 CPU cores) and precompute their results
-# with the command that produced the committed cache/families/demo/ (see the README for times).
+# with the commands that produced the committed cache/families/demo/ and demo-broad/ (see the README for times).
 demo: install
 	$(PY) -m explorer demo build
 	$(PY) -m explorer demo build --alignment broad
 
 precompute: demo
-	$(PY) -m explorer precompute families/demo.toml --grid-variants contaminated --grid-fracs 0.25 0.5
+	$(PY) -m explorer precompute families/demo.toml --grid-variants contaminated
 	$(PY) -m explorer precompute families/demo-broad.toml --grid-variants contaminated --grid-fracs 0.25 0.5 \
 		--no-activations

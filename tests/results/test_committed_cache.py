@@ -10,6 +10,7 @@ import pytest
 from explorer.evaluation.evaluate import SCORES
 from explorer.results.bundle import Bundle
 from explorer.results.findings import findings
+from explorer.results.precompute import GRID_FRACS
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = ("demo", "demo-broad")
@@ -57,8 +58,18 @@ def test_grid_has_metrics_scores_and_outcomes_at_every_point(demo):
     assert points == len(grid)
     assert set(demo.table("energy_curves")["side"]) == {"left", "short"}
     safelora = demo.table("safelora")
-    assert set(safelora["variant"]) == set(spec["variants"])
+    assert set(safelora["variant"]) >= set(spec["variants"])
     assert safelora.groupby("variant")["threshold"].nunique().min() >= 6
+
+
+def test_demo_grid_reaches_every_default_rho_and_safelora_scores_every_variant():
+    demo = Bundle(ROOT / "cache" / "families" / "demo")
+    assert tuple(demo.manifest["grid"]["fracs"]) == GRID_FRACS
+    assert sorted(demo.table("projection")["frac"].unique()) == list(GRID_FRACS)
+    safelora = demo.table("safelora")
+    assert set(safelora["variant"]) == {"useful", "harmful", "contaminated"}
+    assert safelora.groupby("variant")["threshold"].nunique().min() >= 6
+    assert (safelora["counts"].map(lambda c: c["refusal"] >= 100 and c["utility"] >= 100)).all()
 
 
 def test_findings_are_measured_with_intervals(demo):
