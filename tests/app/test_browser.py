@@ -44,8 +44,10 @@ def _open(page, url: str) -> None:
     """Open a page and wait until its charts stop appearing and have drawn."""
     page.goto(url, wait_until="networkidle")
     page.wait_for_selector("h1", timeout=60_000)
-    count, stable_since = -1, time.time()
-    while time.time() - stable_since < 3:
+    start = time.time()
+    count, stable_since = -1, start
+    # A first render can compute for seconds before its first chart (findings bootstrap over prompts).
+    while time.time() - stable_since < 3 or (count == 0 and time.time() - start < 30):
         now = page.locator(".vega-embed").count()
         if now != count:
             count, stable_since = now, time.time()
