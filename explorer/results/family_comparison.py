@@ -36,12 +36,13 @@ def _grid_fracs(bundle: Bundle) -> tuple[float, ...]:
 def on_shared_grid(bundles: dict[str, Bundle]) -> tuple[dict[str, Bundle], tuple[float, ...] | None]:
     """The bundles cut to the ρ values all their grids score, and those values; the bundles as they are, and
     None, when every grid scores the same ρ values. Findings 2, 3 and 6 average over the grid's ρ values, so
-    families with different grids are compared like for like only on the values they share."""
-    grids = {_grid_fracs(b) for b in bundles.values()}
-    if len(grids) <= 1:
+    families with different grids are compared like for like only on the values they share. A bundle whose grid
+    is already the shared one stays itself, so findings measured on it can be reused."""
+    grids = {name: _grid_fracs(b) for name, b in bundles.items()}
+    if len(set(grids.values())) <= 1:
         return bundles, None
-    fracs = tuple(sorted(set.intersection(*(set(g) for g in grids))))
-    return {name: SharedGrid(b.folder, fracs) for name, b in bundles.items()}, fracs
+    fracs = tuple(sorted(set.intersection(*(set(g) for g in grids.values()))))
+    return {name: b if grids[name] == fracs else SharedGrid(b.folder, fracs) for name, b in bundles.items()}, fracs
 
 
 def shared_grid_note(fracs: tuple[float, ...] | None) -> str:

@@ -146,7 +146,8 @@ def render(bundle: Bundle, measured: list[Finding] | None = None, compare: dict[
     if compare:
         overlaps = alignment_overlaps(bundles)
         shared, fracs = on_shared_grid(bundles)
-        side_by_side = measured_by if fracs is None else {name: findings(b) for name, b in shared.items()}
+        side_by_side = {name: measured_by[name] if b is bundles[name] else findings(b)
+                        for name, b in shared.items()}
         parts += ["<h2>Side by side</h2>", f"<p>{_markdown(comparison_summary(side_by_side, overlaps))}</p>",
                   _table(finding_table(side_by_side)), f"<p>{_text(shared_grid_note(fracs))}</p>" if fracs else "",
                   chart_figure(charts.alignment_overlap_bars(overlaps), 0, CAPTIONS["overlap"])]

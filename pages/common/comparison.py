@@ -23,8 +23,7 @@ def side_by_side(family: str, bundle: Bundle, measured: list[Finding], other: st
     st.subheader(f"Side by side: {family} and {other}")
     try:
         shared, fracs = on_shared_grid({family: bundle, other: other_bundle})
-        measured_by = {name: measured if fracs is None and name == family else ui.findings_of(b)
-                       for name, b in shared.items()}
+        measured_by = {name: measured if b is bundle else ui.findings_of(b) for name, b in shared.items()}
         overlaps = alignment_overlaps({family: bundle, other: other_bundle})
     except ExplorerError as exc:
         st.warning(f"Cannot compare with {other}: {exc}")

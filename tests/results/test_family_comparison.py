@@ -96,7 +96,7 @@ def test_families_with_different_grids_are_compared_on_the_points_they_share(tin
     broad, demo = bundle_for(tiny_broad), bundle_for(tiny_demo)
     assert on_shared_grid({"a": demo, "b": demo}) == ({"a": demo, "b": demo}, None)
     shared, fracs = on_shared_grid({"tiny": demo, "tiny-broad": broad})
-    assert fracs == (0.5,) and isinstance(shared["tiny-broad"], SharedGrid)
+    assert fracs == (0.5,) and isinstance(shared["tiny-broad"], SharedGrid) and shared["tiny"] is demo
     assert sorted(broad.table("projection")["frac"].unique()) == [0.25, 0.5]
     for table in ("projection", "removed_by_layer", "projection_samples"):
         assert set(shared["tiny-broad"].table(table)["frac"]) == {0.5}, table
