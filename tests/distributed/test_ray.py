@@ -22,7 +22,7 @@ from explorer.weights.projection import projection_stats
 from explorer.weights.spectra import spectra
 from explorer.weights.updates import map_tensors
 
-TOLERANCE = 1e-6
+TOLERANCE = 1e-5
 LOGPROB_RTOL = 1e-5
 
 
@@ -59,8 +59,8 @@ def _connect():
 
 
 def _assert_frames_close(plain: pd.DataFrame, distributed: pd.DataFrame) -> None:
-    """Equal within 1e-6 of each column's scale: float32 SVDs run with other thread counts (a Ray worker has one)
-    differ by about 1e-7 of the largest singular value."""
+    """Equal within 1e-5 of each column's scale: float32 SVDs run with other thread counts (a Ray worker has one)
+    differ by several float32 epsilons of the largest singular value (1.1e-6 seen on CI)."""
     assert list(plain.columns) == list(distributed.columns) and len(plain) == len(distributed)
     for column in plain.columns:
         if pd.api.types.is_float_dtype(plain[column]):
