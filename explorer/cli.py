@@ -156,10 +156,20 @@ def cmd_activation_mso(args: argparse.Namespace) -> None:
 
 
 def cmd_precompute(args: argparse.Namespace) -> None:
-    from explorer.results.precompute import precompute
+    from explorer.results.precompute import extend_grid, precompute
 
-    folder = precompute(args.family, args.profile, args.seed, tuple(args.grid_fracs), not args.no_activations,
-                        args.grid_profile, grid_variants=args.grid_variants)
+    if args.extend:
+        if args.profile or args.no_activations:
+            raise ParameterError("--extend keeps the bundle's member scores and activations: --profile and "
+                                 "--no-activations do not apply")
+        folder, added = extend_grid(args.family, tuple(args.grid_fracs), args.grid_variants, args.seed,
+                                    args.grid_profile)
+        print(f"{added} projection points added to {folder}" if added else
+              f"the projection grid in {folder} already has every requested point; nothing to do", file=sys.stderr)
+        return
+    folder = precompute(args.family, args.profile or "full", 0 if args.seed is None else args.seed,
+                        tuple(args.grid_fracs), not args.no_activations, args.grid_profile,
+                        grid_variants=args.grid_variants)
     print(f"precomputed results written to {folder}", file=sys.stderr)
 
 
@@ -281,15 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("precompute", help="compute everything the app shows into cache/families/NAME")
     p.add_argument("family")
-    p.add_argument("--profile", choices=["smoke", "quick", "full"], default="full", help="evaluation of the members")
+    p.add_argument("--profile", choices=["smoke", "quick", "full"], help="evaluation of the members (default: full)")
     p.add_argument("--grid-profile", choices=["smoke", "quick", "full"], help="evaluation of the projection grid "
                    "(default: --profile)")
     p.add_argument("--grid-fracs", type=float, nargs="+", default=list(GRID_FRACS))
     p.add_argument("--grid-variants", nargs="+", metavar="VARIANT",
                    help="fine-tuned members the projection grid scores (default: all; the findings read the "
                         "contaminated one); Safe LoRA's points are scored for all")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="seed of the random subspaces (default: 0)")
     p.add_argument("--no-activations", action="store_true", help="weight space only")
+    p.add_argument("--extend", action="store_true", help="score only the grid points (--grid-variants × "
+                   "--grid-fracs) that the family's precomputed results lack and add them, keeping every other result; "
+                   "refused unless those results come from the same checkpoints, seed and grid profile")
     ray_option(p)
     p.set_defaults(run=cmd_precompute)
 

@@ -25,7 +25,7 @@ from explorer.evaluation.scores import (
     score_members,
     score_points,
 )
-from explorer.results.bundle import write_bundle
+from explorer.results.bundle import Bundle, write_bundle
 from explorer.results.defences import safelora_tables
 from explorer.results.samples import sample_rows
 from explorer.weights.mso import update_mso
@@ -65,7 +65,7 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
         pairs = family_pairs(family)
         tables["update_mso"] = pd.concat([frame.assign(a=a, b=b) for (a, b), frame in
                                           update_mso(family, pairs, callback=callback).items()], ignore_index=True)
-    curves, removed, grid, outcomes, samples = [], [], [], [], []
+    curves = []
     with _timed(timings, "projection_bases"):
         # Energy curves on both sides; bases kept only for the paper's side, which the grid scores.
         stats = {(side, v): projection_stats(family, v, seed, keep_bases=side == PAPER_SIDE, callback=callback,
@@ -79,9 +79,24 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
     # Safe LoRA's points for every fine-tuned member, before the grid: an interrupted run keeps them in the cache.
     with _timed(timings, "safelora"):
         tables.update(safelora_tables(family, PointScorer(family), grid_profile, callback))
-    # The findings read the contaminated fine-tune first: score it first, so an interrupted run has it.
-    variants = sorted(grid_variants or family.finetuned, key=lambda v: v != "contaminated")
+    variants = grid_order(grid_variants or family.finetuned)
     points = [(v, m, s, f) for v in variants for m in GRID_METHODS for s in SUBSPACES for f in grid_fracs]
+    stats = {variant: st for (side, variant), st in stats.items() if side == PAPER_SIDE}
+    tables.update(grid_tables(family, stats, points, seed, profile, grid_profile, timings, callback))
+    tables["energy_curves"] = pd.DataFrame(curves)
+    return scores, tables
+
+
+def grid_order(variants) -> list[str]:
+    """The findings read the contaminated fine-tune first: it is scored first, so an interrupted run has it."""
+    return sorted(variants, key=lambda v: v != "contaminated")
+
+
+def grid_tables(family: Family, stats: dict, points: list[tuple[str, str, str, float]], seed: int, profile: str,
+                grid_profile: str, timings: dict, callback: Callback | None = None) -> dict[str, pd.DataFrame]:
+    """The scored projection points on the paper's side, with their per-prompt outcomes, samples and the energy
+    removed per layer; `stats` holds each variant's left-side projection stats, with its bases kept."""
+    grid, outcomes, samples, removed, tables = [], [], [], [], {}
     with _timed(timings, "projection_grid"):
         scored = score_points(family, points, seed, grid_profile, callback)
     for (variant, method, subspace, frac), point in zip(points, scored):
@@ -89,20 +104,18 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
         grid.append(grid_row(point))
         outcomes += outcome_rows(point["outcomes"], keys)
         samples += sample_rows(point.get("samples", {}), **keys)
-        layer = stats[(PAPER_SIDE, variant)].removed_by_layer(method, subspace, frac)
-        removed.append(layer.assign(**keys))
+        removed.append(stats[variant].removed_by_layer(method, subspace, frac).assign(**keys))
     if grid_profile != profile:  # the unprojected fine-tunes on the grid's prompts, for like-for-like deltas
         with _timed(timings, "grid_reference"):
-            references = score_members(family, variants, grid_profile, callback)
+            references = score_members(family, grid_order({p[0] for p in points}), grid_profile, callback)
             tables["grid_reference"] = pd.DataFrame([{"member": m, **grid_row(s)} for m, s in references.items()])
             outcomes += [row for m, s in references.items()
                          for row in outcome_rows(s["outcomes"], {"variant": m, "method": "unprojected"})]
-    tables["energy_curves"] = pd.DataFrame(curves)
     tables["projection"] = pd.DataFrame(grid)
     tables["projection_outcomes"] = pd.DataFrame(outcomes)
     tables["removed_by_layer"] = pd.concat(removed, ignore_index=True)
     tables["projection_samples"] = pd.DataFrame(samples)
-    return scores, tables
+    return tables
 
 
 def grid_row(point: dict) -> dict:
@@ -134,10 +147,7 @@ def precompute(family_path: str | Path, profile: str = "full", seed: int = 0, gr
     start = time.perf_counter()
     family = load_family(family_path)
     family.tensor_names  # validate before any work
-    unknown = sorted(set(grid_variants or []) - set(family.finetuned))
-    if unknown:
-        raise ParameterError(f"--grid-variants: {', '.join(unknown)} not among the fine-tuned members of "
-                             f"{family.name} ({', '.join(family.finetuned)})")
+    _check_variants(family, grid_variants)
     timings: dict[str, float] = {}
     tables = {}
     if activations:
@@ -152,23 +162,103 @@ def precompute(family_path: str | Path, profile: str = "full", seed: int = 0, gr
         "family": family.name,
         "members": {m: {"kind": s.kind, "fingerprint": family.store(m).fingerprint()} for m, s in family.sources.items()},
         "updates": family.updates,
-        "command": "python -m explorer precompute " + " ".join(sys.argv[2:] if sys.argv[1:2] == ["precompute"]
-                                                                else [str(family_path)]),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": _command(family_path),
+        "created": _now(),
         "profile": profile,
         "grid_profile": grid_profile,
         "seed": seed,
         "grid": {"fracs": list(grid_fracs), "methods": list(GRID_METHODS), "subspaces": list(SUBSPACES),
-                 "variants": sorted(grid_variants or family.finetuned, key=lambda v: v != "contaminated"),
+                 "variants": grid_order(grid_variants or family.finetuned),
                  "side": PAPER_SIDE, "points": len(tables["projection"])},
         "curve_sides": list(SIDES),
         "timings_s": timings,
         "versions": {"explorer": __version__, "cache": CACHE_VERSION, "torch": torch.__version__,
                      "transformers": transformers.__version__, "python": platform.python_version()},
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpus": _cpus(),
-                    "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu"))},
+        "machine": _machine(),
     }
     return write_bundle(family.name, manifest, scores, tables)
+
+
+POINT_KEYS = ["variant", "method", "subspace", "frac"]
+
+
+def extend_grid(family_path: str | Path, grid_fracs=GRID_FRACS, grid_variants: list[str] | None = None,
+                seed: int | None = None, grid_profile: str | None = None,
+                callback: Callback | None = None) -> tuple[Path, int]:
+    """Scores the projection points (grid_variants × methods × subspaces × grid_fracs) that the family's bundle
+    lacks and adds them to it, keeping every other result. Refused when the bundle was computed from other
+    checkpoints, with another seed or with another grid profile: its points would not compare like with like.
+    Returns the bundle's folder and the number of points added."""
+    for frac in grid_fracs:
+        check_frac(frac)
+    start = time.perf_counter()
+    family = load_family(family_path)
+    bundle = Bundle.load(family.name)
+    manifest = dict(bundle.manifest)
+    recorded = {m: entry.get("fingerprint") for m, entry in manifest.get("members", {}).items()}
+    for member in family.sources:
+        if recorded.get(member) != family.store(member).fingerprint():
+            raise ParameterError(f"--extend: the precomputed results of {family.name} were computed from another "
+                                 f"{member!r} checkpoint (its fingerprint differs); run a whole precompute instead")
+    for option, asked, used in (("--seed", seed, manifest.get("seed")),
+                                ("--grid-profile", grid_profile, manifest.get("grid_profile"))):
+        if asked is not None and asked != used:
+            raise ParameterError(f"--extend: {option} {asked} differs from the bundle's {used}; the added points "
+                                 f"would not compare like with like")
+    _check_variants(family, grid_variants)
+    tables = {path.stem: bundle.table(path.stem) for path in sorted(bundle.folder.glob("*.parquet"))}
+    scored = {(v, m, s, round(f, 6)) for v, m, s, f in tables["projection"][POINT_KEYS].itertuples(index=False)}
+    variants = grid_order(grid_variants or family.finetuned)
+    points = [(v, m, s, f) for v in variants for m in GRID_METHODS for s in SUBSPACES for f in grid_fracs
+              if (v, m, s, round(f, 6)) not in scored]
+    if not points:
+        return bundle.folder, 0
+    timings: dict[str, float] = {}
+    with _timed(timings, "projection_bases"):
+        stats = {v: projection_stats(family, v, manifest["seed"], keep_bases=True, callback=callback)
+                 for v in grid_order({p[0] for p in points})}
+    new = grid_tables(family, stats, points, manifest["seed"], manifest["profile"], manifest["grid_profile"],
+                      timings, callback)
+    for name, frame in new.items():
+        kept = tables.get(name, frame.iloc[:0])
+        if name == "grid_reference":
+            kept = kept[~kept["member"].isin(frame["member"])]
+        elif name == "projection_outcomes" and "grid_reference" in new:  # references just scored replace theirs
+            kept = kept[~(kept["variant"].isin(new["grid_reference"]["member"]) & (kept["method"] == "unprojected"))]
+        tables[name] = pd.concat([kept, frame], ignore_index=True)
+    timings["total"] = round(time.perf_counter() - start, 1)
+    grid = tables["projection"]
+    manifest["grid"] = {**manifest["grid"], "fracs": sorted(float(f) for f in set(grid["frac"])),
+                        "variants": grid_order(set(grid["variant"])), "points": len(grid)}
+    command = _command(family_path, "--extend")
+    manifest["command"] = f"{manifest['command']} && {command}"
+    manifest["extensions"] = [*manifest.get("extensions", []), {
+        "command": command, "created": _now(), "points": len(points), "timings_s": timings,
+        "machine": _machine()}]
+    return write_bundle(family.name, manifest, bundle.scores, tables), len(points)
+
+
+def _check_variants(family: Family, grid_variants: list[str] | None) -> None:
+    unknown = sorted(set(grid_variants or []) - set(family.finetuned))
+    if unknown:
+        raise ParameterError(f"--grid-variants: {', '.join(unknown)} not among the fine-tuned members of "
+                             f"{family.name} ({', '.join(family.finetuned)})")
+
+
+def _command(family_path: str | Path, *options: str) -> str:
+    """This run's command line, as the manifest records it for regenerating the bundle; `options` stand for
+    the CLI's when the engine is called from Python."""
+    args = sys.argv[2:] if sys.argv[1:2] == ["precompute"] else [str(family_path), *options]
+    return "python -m explorer precompute " + " ".join(args)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _machine() -> dict:
+    return {"platform": platform.platform(), "processor": platform.machine(), "cpus": _cpus(),
+            "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu"))}
 
 
 def _cpus() -> int:
