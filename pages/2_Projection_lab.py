@@ -13,6 +13,7 @@ bundle = ui.page("Projection lab", "Projection lab",
 from explorer.evaluation.evaluate import SCORES  # noqa: E402
 from explorer.results import charts  # noqa: E402
 from explorer.results.family_comparison import largest_gap  # noqa: E402
+from explorer.results.findings import focus_first  # noqa: E402
 from explorer.results.samples import samples_from_rows, samples_table  # noqa: E402
 
 curves = ui.table(bundle, "energy_curves")
@@ -20,7 +21,8 @@ grid = ui.table(bundle, "projection")
 family, problem = ui.checkpoints()
 variants = list(dict.fromkeys(curves["variant"]))
 c1, c2, c3, c4 = st.columns(4)
-scored = [v for v in variants if v in set(grid["variant"])]  # a grid may score some variants only
+# A grid may score some variants only; it opens on the one the findings read.
+scored = [v for v in focus_first(variants) if v in set(grid["variant"])]
 variant = c1.selectbox("Variant", variants, index=variants.index(scored[0]) if scored else 0, key="proj_variant")
 method = c2.selectbox("Method", ["same", "orth", "opp"], key="proj_method")
 subspace = c3.selectbox("Subspace", ["alignment", "random-k", "random"], key="proj_subspace")
@@ -53,8 +55,8 @@ if scores is None:
     if grid.empty and side is not None:
         reason = f"The precomputed grid holds no point on the **{side}** side (it is for the paper's left side)."
     elif variant not in scored:
-        reason = (f"The precomputed grid scores the {' and '.join(scored)} fine-tune only "
-                  f"(`precompute --grid-variants`), not {variant}.")
+        reason = (f"The precomputed grid scores the {' and '.join(scored)} fine-tune only, not {variant} "
+                  f"(`python -m explorer precompute FAMILY --extend --grid-variants {variant}` adds it).")
     elif method not in grid_methods:
         reason = f"Method **{method}** is not in the precomputed grid, which holds {' and '.join(grid_methods)}."
     elif not np.isclose(grid_fracs, frac).any():
@@ -163,9 +165,18 @@ with right:
                                         current={"method": method, "subspace": subspace, "frac": frac},
                                         live_point=live_point, width=380, height=300), width="content")
         st.caption("Bars: 95% intervals where stored. Precomputed points only; a live point is ringed when computed.")
+        points = grid[grid["variant"] == variant]
+        for score, label in (("utility_accuracy", "word-problem accuracy"), (harm, "the harm axis")):
+            values = set(points[score].dropna().round(6))
+            if len(values) == 1:
+                value = values.pop()
+                shown = f"{value:.2f}" if score == "target_logprob" else f"{value:.0%}"
+                st.caption(f"Every precomputed point of the {variant} fine-tune has the same {label} ({shown}): "
+                           "its points move along the other axis only.")
     else:
         st.info(f"No precomputed point of the {variant} fine-tune: the grid scores {', '.join(scored) or 'none'}. "
-                "Compute points live above, or precompute the default grid (all variants).")
+                f"Compute points live above, or add its grid with `python -m explorer precompute FAMILY --extend "
+                f"--grid-variants {variant}`.")
 
 removed = ui.table(bundle, "removed_by_layer")
 if side is not None and "side" in removed:

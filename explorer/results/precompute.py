@@ -27,6 +27,7 @@ from explorer.evaluation.scores import (
 )
 from explorer.results.bundle import Bundle, write_bundle
 from explorer.results.defences import safelora_tables
+from explorer.results.findings import focus_first
 from explorer.results.samples import sample_rows
 from explorer.weights.mso import update_mso
 from explorer.weights.projection import PAPER_SIDE, SIDES, SUBSPACES, projection_stats
@@ -79,17 +80,13 @@ def weight_tables(family: Family, seed: int, grid_fracs, profile: str, grid_prof
     # Safe LoRA's points for every fine-tuned member, before the grid: an interrupted run keeps them in the cache.
     with _timed(timings, "safelora"):
         tables.update(safelora_tables(family, PointScorer(family), grid_profile, callback))
-    variants = grid_order(grid_variants or family.finetuned)
+    # The variant the findings read is scored first, so that an interrupted run has it.
+    variants = focus_first(grid_variants or family.finetuned)
     points = [(v, m, s, f) for v in variants for m in GRID_METHODS for s in SUBSPACES for f in grid_fracs]
     stats = {variant: st for (side, variant), st in stats.items() if side == PAPER_SIDE}
     tables.update(grid_tables(family, stats, points, seed, profile, grid_profile, timings, callback))
     tables["energy_curves"] = pd.DataFrame(curves)
     return scores, tables
-
-
-def grid_order(variants) -> list[str]:
-    """The findings read the contaminated fine-tune first: it is scored first, so an interrupted run has it."""
-    return sorted(variants, key=lambda v: v != "contaminated")
 
 
 def grid_tables(family: Family, stats: dict, points: list[tuple[str, str, str, float]], seed: int, profile: str,
@@ -107,7 +104,7 @@ def grid_tables(family: Family, stats: dict, points: list[tuple[str, str, str, f
         removed.append(stats[variant].removed_by_layer(method, subspace, frac).assign(**keys))
     if grid_profile != profile:  # the unprojected fine-tunes on the grid's prompts, for like-for-like deltas
         with _timed(timings, "grid_reference"):
-            references = score_members(family, grid_order({p[0] for p in points}), grid_profile, callback)
+            references = score_members(family, focus_first(p[0] for p in points), grid_profile, callback)
             tables["grid_reference"] = pd.DataFrame([{"member": m, **grid_row(s)} for m, s in references.items()])
             outcomes += [row for m, s in references.items()
                          for row in outcome_rows(s["outcomes"], {"variant": m, "method": "unprojected"})]
@@ -168,7 +165,7 @@ def precompute(family_path: str | Path, profile: str = "full", seed: int = 0, gr
         "grid_profile": grid_profile,
         "seed": seed,
         "grid": {"fracs": list(grid_fracs), "methods": list(GRID_METHODS), "subspaces": list(SUBSPACES),
-                 "variants": grid_order(grid_variants or family.finetuned),
+                 "variants": focus_first(grid_variants or family.finetuned),
                  "side": PAPER_SIDE, "points": len(tables["projection"])},
         "curve_sides": list(SIDES),
         "timings_s": timings,
@@ -208,7 +205,7 @@ def extend_grid(family_path: str | Path, grid_fracs=GRID_FRACS, grid_variants: l
     _check_variants(family, grid_variants)
     tables = {path.stem: bundle.table(path.stem) for path in sorted(bundle.folder.glob("*.parquet"))}
     scored = {(v, m, s, round(f, 6)) for v, m, s, f in tables["projection"][POINT_KEYS].itertuples(index=False)}
-    variants = grid_order(grid_variants or family.finetuned)
+    variants = focus_first(grid_variants or family.finetuned)
     points = [(v, m, s, f) for v in variants for m in GRID_METHODS for s in SUBSPACES for f in grid_fracs
               if (v, m, s, round(f, 6)) not in scored]
     if not points:
@@ -216,7 +213,7 @@ def extend_grid(family_path: str | Path, grid_fracs=GRID_FRACS, grid_variants: l
     timings: dict[str, float] = {}
     with _timed(timings, "projection_bases"):
         stats = {v: projection_stats(family, v, manifest["seed"], keep_bases=True, callback=callback)
-                 for v in grid_order({p[0] for p in points})}
+                 for v in focus_first(p[0] for p in points)}
     new = grid_tables(family, stats, points, manifest["seed"], manifest["profile"], manifest["grid_profile"],
                       timings, callback)
     for name, frame in new.items():
@@ -229,7 +226,7 @@ def extend_grid(family_path: str | Path, grid_fracs=GRID_FRACS, grid_variants: l
     timings["total"] = round(time.perf_counter() - start, 1)
     grid = tables["projection"]
     manifest["grid"] = {**manifest["grid"], "fracs": sorted(float(f) for f in set(grid["frac"])),
-                        "variants": grid_order(set(grid["variant"])), "points": len(grid)}
+                        "variants": focus_first(grid["variant"]), "points": len(grid)}
     command = _command(family_path, "--extend")
     manifest["command"] = f"{manifest['command']} && {command}"
     manifest["extensions"] = [*manifest.get("extensions", []), {

@@ -123,7 +123,9 @@ def bundle() -> Bundle:
         name = str(read_family_spec(path)["name"])
         result = _bundle(name, _stamp(name))
     manifest = result.manifest
-    st.sidebar.caption(f"**{manifest['family']}** · precomputed {manifest['created'][:10]} · "
+    extensions = [e["created"][:10] for e in manifest.get("extensions", []) if isinstance(e, dict) and "created" in e]
+    extended = f" (grid extended {extensions[-1]})" if extensions else ""
+    st.sidebar.caption(f"**{manifest['family']}** · precomputed {manifest['created'][:10]}{extended} · "
                        f"{profile_note(manifest)}")
     return result
 

@@ -169,6 +169,22 @@ def test_projection_opp_says_it_is_not_precomputed_and_keeps_every_chart(tiny_de
     assert len(_charts(at)) == charts_before - 1
 
 
+def test_projection_opens_on_the_variant_the_findings_read(tiny_demo):
+    at = _run("pages/2_Projection_lab.py", tiny_demo)
+    assert at.selectbox(key="proj_variant").options[0] == "useful"  # the grid scores every variant
+    assert at.selectbox(key="proj_variant").value == "contaminated"
+
+
+def test_a_variant_outside_the_grid_says_how_to_add_it(tiny_broad):
+    at = _run("pages/2_Projection_lab.py", tiny_broad, proj_frac=0.5)
+    assert at.selectbox(key="proj_variant").value == "contaminated"  # the only variant its grid scores
+    at.selectbox(key="proj_variant").set_value("useful").run()
+    assert not at.exception
+    infos = " ".join(i.value for i in at.info)
+    assert "scores the contaminated fine-tune only, not useful" in infos
+    assert "precompute FAMILY --extend --grid-variants useful" in infos
+
+
 def test_projection_shows_responses_at_a_grid_point(tiny_demo):
     at = _run("pages/2_Projection_lab.py", tiny_demo, proj_frac=0.5, proj_variant="harmful")
     assert [t.label for t in at.tabs][0] == "Harmful request"
