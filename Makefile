@@ -41,5 +41,6 @@ demo: install
 
 precompute: demo
 	$(PY) -m explorer precompute families/demo.toml --grid-variants contaminated
+	$(PY) -m explorer precompute families/demo.toml --extend
 	$(PY) -m explorer precompute families/demo-broad.toml --grid-variants contaminated --grid-fracs 0.25 0.5 \
 		--no-activations

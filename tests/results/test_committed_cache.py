@@ -9,7 +9,7 @@ import pytest
 
 from explorer.evaluation.evaluate import SCORES
 from explorer.results.bundle import Bundle
-from explorer.results.findings import findings
+from explorer.results.findings import INCONCLUSIVE, REFUTES, SUPPORTS, UNMEASURED, findings
 from explorer.results.precompute import GRID_FRACS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,10 +62,12 @@ def test_grid_has_metrics_scores_and_outcomes_at_every_point(demo):
     assert safelora.groupby("variant")["threshold"].nunique().min() >= 6
 
 
-def test_demo_grid_reaches_every_default_rho_and_safelora_scores_every_variant():
+def test_demo_grid_is_the_default_grid_and_safelora_scores_every_variant():
     demo = Bundle(ROOT / "cache" / "families" / "demo")
     assert tuple(demo.manifest["grid"]["fracs"]) == GRID_FRACS
-    assert sorted(demo.table("projection")["frac"].unique()) == list(GRID_FRACS)
+    grid = demo.table("projection")
+    assert sorted(grid["frac"].unique()) == list(GRID_FRACS)
+    assert set(grid["variant"]) == {"useful", "harmful", "contaminated"} and len(grid) == 144
     safelora = demo.table("safelora")
     assert set(safelora["variant"]) == {"useful", "harmful", "contaminated"}
     assert safelora.groupby("variant")["threshold"].nunique().min() >= 6
@@ -89,14 +91,32 @@ def test_bundle_is_small_and_complete(demo):
         assert len(demo.table(table)), table
 
 
+def _not_json(constant: str):
+    raise AssertionError(f"report --json printed {constant}, which strict JSON parsers reject")
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_report_reads_the_cache_without_checkpoints(family):
     env = {k: v for k, v in os.environ.items() if k != "EXPLORER_CACHE_DIR"}
     proc = subprocess.run([sys.executable, "-m", "explorer", "report", str(ROOT / "families" / f"{family}.toml"),
                            "--json"], capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    report = json.loads(proc.stdout, parse_constant=_not_json)
     assert set(report["models"]) == {"base", "aligned", "useful", "harmful", "contaminated"}
+    for entry in report["models"].values():
+        assert all(entry[f"{s}_ci"] is not None for s in SCORES) and entry["counts"]["refusal"] >= 100
+    assert len(report["projection"]) >= (144 if family == "demo" else 12)
+    for row in report["projection"]:
+        assert all(row[f"{s}_ci"] is not None for s in SCORES), row
+        assert row["counts"]["refusal"] >= 100 and row["counts"]["utility"] >= 100, row
+    assert {f["verdict"] for f in report["findings"]} <= {SUPPORTS, REFUTES, INCONCLUSIVE, UNMEASURED}
+    rows = [r for table in ("update_mso", "activation_mso") for r in report.get(table, [])]
+    # Undefined (null) only where a set has no direction: centered states at the embeddings, where every prompt
+    # ends in the same template token.
+    has_directions = [r.get("k_a", 1) > 0 and r.get("k_b", 1) > 0 for r in rows]
+    assert any(has_directions)
+    assert all(0 <= r[k] <= 1 for r, ok in zip(rows, has_directions) if ok for k in ("mso", "mso_random"))
+    assert all(r["mso"] is r["mso_random"] is None for r, ok in zip(rows, has_directions) if not ok)
     assert {"refusal_rate", "utility_accuracy", "over_refusal", "target_logprob", "style_adoption",
             "style_adoption_ci"} <= set(report["models"]["base"])
     row = report["projection"][0]
