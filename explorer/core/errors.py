@@ -7,6 +7,11 @@ def one_line(text: object, limit: int = 300) -> str:
     return flat if len(flat) <= limit else flat[:limit - 1] + "…"
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (Ray's errors carry whole tracebacks)."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
 class ExplorerError(Exception):
     """Base class: a problem with the user's input or environment, with a message that says what to do."""
 

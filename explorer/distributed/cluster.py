@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from explorer.core.errors import ClusterError
+from explorer.core.errors import ClusterError, first_line
 from explorer.core.runners import running_on
 
 PACKAGE = Path(__file__).resolve().parents[1]  # explorer/, shipped to every node of a cluster that is joined
@@ -27,11 +27,6 @@ def _check_reachable(address: str) -> None:
     except OSError as exc:
         raise ClusterError(f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one there with "
                            f"`ray start --head --port={port}`") from None
-
-
-def one_line(exc: BaseException) -> str:
-    """The first line of an error's message (Ray's errors carry whole tracebacks)."""
-    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
 def _cpus() -> int:
@@ -64,7 +59,7 @@ def connect(address: str, num_cpus: int | None = None) -> Iterator:
             hint = "" if address == "local" or os.environ.get("RAY_AUTH_MODE") else (
                 "; if the cluster uses token authentication (Ray's default), set RAY_AUTH_MODE=token with its token "
                 "in ~/.ray/auth_token or RAY_AUTH_TOKEN")
-            raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {one_line(exc)}{hint}") from None
+            raise ClusterError(f"cannot connect to the Ray cluster at {address!r}: {first_line(exc)}{hint}") from None
     from explorer.distributed.runner import RayRunner
 
     runner = RayRunner()

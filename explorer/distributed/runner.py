@@ -13,9 +13,8 @@ from tqdm.auto import tqdm
 
 from explorer.checkpoints.family import Family
 from explorer.core.cache import result_path
-from explorer.core.errors import ClusterError
+from explorer.core.errors import ClusterError, first_line
 from explorer.core.progress import Callback
-from explorer.distributed.cluster import one_line
 from explorer.distributed.plan import (
     gpus_to_use,
     model_memory,
@@ -157,11 +156,11 @@ class RayRunner:
             value = ray.get(ref)
         except RayTaskError as exc:
             cause = exc.cause if exc.cause is not None else exc
-            raise ClusterError(f"{desc}: {one_line(cause)} (failed on the Ray cluster after {MAX_RETRIES} retries)"
+            raise ClusterError(f"{desc}: {first_line(cause)} (failed on the Ray cluster after {MAX_RETRIES} retries)"
                                ) from None
         except RayError as exc:
             what = labels[0] if len(labels) == 1 else f"{labels[0]} … {labels[-1]}"
-            raise ClusterError(f"{desc}: {what}: {type(exc).__name__}: {one_line(exc)} (failed on the Ray cluster "
+            raise ClusterError(f"{desc}: {what}: {type(exc).__name__}: {first_line(exc)} (failed on the Ray cluster "
                                f"after {MAX_RETRIES} retries)") from None
         if isinstance(value, Failed):
             raise value.error

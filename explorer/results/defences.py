@@ -22,7 +22,7 @@ from explorer.evaluation.evaluate import SCORES
 from explorer.evaluation.stats import bootstrap_interval
 from explorer.results.bundle import Bundle
 from explorer.results.comparisons import grid_outcomes
-from explorer.results.findings import (
+from explorer.results.verdicts import (
     INCONCLUSIVE,
     REFUTES,
     UNMEASURED,
