@@ -130,6 +130,21 @@ def cmd_demo_build(args: argparse.Namespace) -> None:
     print(f"demo family {family.name!r} ready in {time.perf_counter() - start:.0f} s: {family.path}", file=sys.stderr)
 
 
+def cmd_demo_example(args: argparse.Namespace) -> None:
+    from explorer.checkpoints.family import load_family
+    from explorer.demo.build import EXAMPLE, EXAMPLE_CONTAMINATION, build_example
+    from explorer.results.spot_example import store_spot_example
+
+    family = load_family(args.family)
+    start = time.perf_counter()
+    source = build_example(family)
+    store_spot_example(args.family, source, f"the {family.name} aligned model fine-tuned on word problems with "
+                       f"{EXAMPLE_CONTAMINATION} harmful rows per 100 ({EXAMPLE}), a fine-tune the family does not "
+                       "include")
+    print(f"example spot-check of {source} stored with {family.name}'s results in "
+          f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
+
+
 def _activation_sets(args: argparse.Namespace, specs: list[str]) -> tuple:
     from explorer.activations.extract import extract, prompt_sets
 
@@ -326,6 +341,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=2e-5)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=cmd_demo_build)
+    p = demo.add_parser("example", help="build the Spot-check page's example (a fine-tune the family does not "
+                                        "include), spot-check and score it, and store it with the family's results")
+    p.add_argument("family", nargs="?", default="families/demo.toml")
+    p.set_defaults(run=cmd_demo_example)
     return parser
 
 

@@ -15,7 +15,7 @@ from explorer.results.html_report import render  # noqa: E402
 from explorer.results.summary import member_table, plain_summary, profile_note, verdict_of  # noqa: E402
 from pages.common.comparison import side_by_side  # noqa: E402
 
-with ui.errors("Measuring the findings"):
+with ui.errors("Measuring the findings"), st.spinner("Measuring the six findings on this family's results…"):
     measured = ui.findings_of(bundle)
 st.info(plain_summary(bundle.manifest["family"], measured, profile_note(bundle.manifest)))
 

@@ -12,13 +12,14 @@ bundle = ui.page("Projection lab", "Projection lab",
                  "k-dimensional subspace.")
 from explorer.evaluation.evaluate import SCORES  # noqa: E402
 from explorer.results import charts  # noqa: E402
+from explorer.results.comparisons import nearest_scored  # noqa: E402
 from explorer.results.family_comparison import largest_gap  # noqa: E402
 from explorer.results.findings import focus_first  # noqa: E402
 from explorer.results.samples import samples_from_rows, samples_table  # noqa: E402
 
 curves = ui.table(bundle, "energy_curves")
 grid = ui.table(bundle, "projection")
-family, problem = ui.checkpoints()
+family, problem = ui.checkpoints(bundle)
 variants = list(dict.fromkeys(curves["variant"]))
 c1, c2, c3, c4 = st.columns(4)
 # A grid may score some variants only; it opens on the one the findings read.
@@ -45,13 +46,12 @@ m3.metric("cos(task, alignment)", f"{point['cosine_task_alignment']:.3f}")
 m4.metric("k over all tensors", f"{int(point['k_total']):,}", help="directions kept, summed over every tensor")
 
 st.subheader("Safety and utility at this point")
-cached = grid[(grid["variant"] == variant) & (grid["method"] == method) & (grid["subspace"] == subspace)
-              & np.isclose(grid["frac"], frac)]
 live = st.session_state.setdefault("live_points", {})
 live_key = (bundle.manifest["family"], variant, method, subspace, round(frac, 2), side)
-scores = cached.iloc[0].to_dict() if len(cached) else live.get(live_key)
-if scores is None:
-    grid_methods, grid_fracs = sorted(set(grid["method"])), sorted(set(grid["frac"]))
+measured = [live[live_key]] if live_key in live else nearest_scored(grid, variant, method, subspace, frac)
+on_grid = len(measured) == 1 and np.isclose(measured[0].get("frac", frac), frac)
+if not measured:
+    grid_methods = sorted(set(grid["method"]))
     if grid.empty and side is not None:
         reason = f"The precomputed grid holds no point on the **{side}** side (it is for the paper's left side)."
     elif variant not in scored:
@@ -59,71 +59,97 @@ if scores is None:
                   f"(`python -m explorer precompute FAMILY --extend --grid-variants {variant}` adds it).")
     elif method not in grid_methods:
         reason = f"Method **{method}** is not in the precomputed grid, which holds {' and '.join(grid_methods)}."
-    elif not np.isclose(grid_fracs, frac).any():
-        reason = f"ρ = {frac:.2f} is not in the precomputed grid (ρ = {', '.join(f'{f:g}' for f in grid_fracs)})."
     else:
-        reason = f"The precomputed grid has no {variant} · {subspace} point at ρ = {frac:.2f}."
-    st.info(f"{reason} Compute it live: the aligned model's weights are projected in place and scored with the "
-            "quick profile (teacher-forced log-prob on 64 prompts; generations on 32 prompts each).")
-    if ui.live_button("Compute live", "compute_live", family, problem):
-        from explorer.evaluation.scores import PointScorer
-
-        bar = st.progress(0.0, text="projecting")
-        with ui.errors("Computing this point live"):
-            scorer = st.session_state.setdefault(f"scorer:{family.path}", PointScorer(family))
-            scores = scorer.score(variant, method, subspace, frac, profile="quick",
-                                  callback=ui.progress_callback(bar), **({"side": side} if side else {}))
-        bar.empty()
-        live[live_key] = scores
+        reason = f"The precomputed grid has no {variant} · {method} · {subspace} point."
+    st.info(reason)
+elif not on_grid:
+    fracs = " and ".join(f"{row['frac']:.2f}" for row in measured)
+    st.info(f"ρ = {frac:.2f} is not a scored point. Shown instead: the nearest scored point"
+            f"{'s on either side' if len(measured) > 1 else ''}, ρ = {fracs}, each measured at its own ρ; nothing is "
+            f"interpolated. The energy metrics above are exact at ρ = {frac:.2f}.")
+stream_slots = None  # filled at the end of the page, so that everything else is drawn first
+# Drawn whenever it can act, so that the choice holds while the control crosses scored values.
+auto = family is not None and st.toggle(
+    "Score live as ρ moves", value=True, key="proj_auto",
+    help="With the family's checkpoints, a position off the grid is projected in place (only the directions that "
+         "change) and scored with the quick profile; estimates appear after the first prompts and narrow as the "
+         "rest complete. Moving the control stops the running point; its scored prompts are kept.")
+if not on_grid:
+    if not auto:
+        st.caption("Compute this point live: the aligned model's weights are projected in place and scored with "
+                   "the quick profile (teacher-forced log-prob on 64 prompts; generations on 32 prompts each).")
+    if auto or ui.live_button("Compute this point live", "compute_live", family, problem):
+        stream_slots = st.empty(), st.empty()
 
 
 def _delta(value: float, reference: float | None, score: str) -> str | None:
     if reference is None or value is None:
         return None
     if score == "target_logprob":
-        return f"{value - reference:+.2f} vs unprojected"
-    return f"{100 * (value - reference):+.0f} points vs unprojected"
+        return f"{value - reference:+.2f}"
+    return f"{100 * (value - reference):+.0f} points"
 
 
-if scores is not None:
-    reference = bundle.scores.get(variant, {})
-    if bundle.has("grid_reference"):  # the unprojected fine-tune on the grid's prompts: a like-for-like delta
+def _reference(profile: str | None) -> dict:
+    """The unprojected fine-tune's scores, on the grid's prompts where stored: a like-for-like delta."""
+    found = bundle.scores.get(variant, {})
+    if bundle.has("grid_reference"):
         same_prompts = ui.table(bundle, "grid_reference")
-        same_prompts = same_prompts[(same_prompts["member"] == variant)
-                                    & (same_prompts["profile"] == scores.get("profile"))]
+        same_prompts = same_prompts[(same_prompts["member"] == variant) & (same_prompts["profile"] == profile)]
         if len(same_prompts):
-            reference = {**reference, **same_prompts.iloc[0].to_dict()}
+            found = {**found, **same_prompts.iloc[0].to_dict()}
+    return found
+
+
+def _score_block(container, scores: dict) -> None:
+    """The four scores of one measured point, each with its 95% interval and its difference from the unprojected
+    fine-tune where both were scored on the same prompts."""
     profile = scores.get("profile", bundle.manifest.get("grid_profile"))
-    comparable = reference.get("profile", bundle.manifest["profile"]) == profile  # the same prompts
-    left, right = st.columns([2, 3])
-    cols = left.columns(2)
+    reference = _reference(profile)
+    comparable = reference.get("profile", bundle.manifest["profile"]) == profile
+    where = "computed live" if scores.get("live") else "scored"
+    if scores.get("progress") and scores["progress"][0] < scores["progress"][1]:
+        where = f"computing live: an estimate from {scores['progress'][0]} of {scores['progress'][1]} prompts"
+    container.markdown(f"**ρ = {scores.get('frac', frac):.2f}**, {where} ({profile} profile)")
+    cols = container.columns(2)
     for i, score in enumerate(SCORES):
         value = scores.get(score)
-        if value is None:
+        if value is None or pd.isna(value):
             continue
         ci = charts.score_interval(scores, score)
         is_rate = score != "target_logprob"
-        shown = f"{value:.0%}" if is_rate else f"{value:.2f}"
-        interval = None if ci is None else f"{ci[0]:.0%}–{ci[1]:.0%}" if is_rate else f"{ci[0]:.2f} to {ci[1]:.2f}"
-        delta = _delta(value, reference.get(score), score) if comparable else None
-        cols[i % 2].metric(charts.SCORE_TITLES[score], shown, delta=delta, delta_color="off",
-                           help=interval and f"95% interval {interval}")
-    if comparable:
-        left.caption(f"Scored with the **{profile}** profile, like the unprojected {variant} fine-tune it is compared "
-                     "with. Differences are in percentage points (log-prob: in nats per token).")
-    else:
-        left.caption(f"Scored with the **{profile}** profile. No difference is shown: the unprojected {variant} "
-                     f"fine-tune was scored with the **{reference.get('profile', bundle.manifest['profile'])}** "
-                     "profile, on other prompts. `python -m explorer precompute` stores it on the grid's prompts.")
-    samples = scores.get("samples") if isinstance(scores.get("samples"), dict) else None
+        interval = "no interval stored" if ci is None else \
+            f"95% CI {ci[0]:.0%}–{ci[1]:.0%}" if is_rate else f"95% CI {ci[0]:.2f} to {ci[1]:.2f}"
+        cols[i % 2].metric(charts.SCORE_TITLES[score], f"{value:.0%}" if is_rate else f"{value:.2f}",
+                           delta=_delta(value, reference.get(score), score) if comparable else None,
+                           delta_color="off")
+        cols[i % 2].caption(interval)
+    if not comparable:
+        container.caption(f"No difference is shown: the unprojected {variant} fine-tune was scored with the "
+                          f"**{reference.get('profile', bundle.manifest['profile'])}** profile, on other prompts. "
+                          "`python -m explorer precompute` stores it on the grid's prompts.")
+
+
+if measured:
+    # One point: its scores beside its responses; two neighbours: both across the page, the responses below.
+    left, right = st.columns([2, 3]) if len(measured) == 1 else (st.container(), st.container())
+    with left:
+        blocks = st.columns(len(measured))
+        for block, scores in zip(blocks, measured):
+            _score_block(block, scores)
+        st.caption("Differences from the unprojected fine-tune are in percentage points (log-prob: nats per token), "
+                   "on the same prompts.")
+    nearest = min(measured, key=lambda row: abs(row.get("frac", frac) - frac))
+    samples = nearest.get("samples") if isinstance(nearest.get("samples"), dict) else None
     if samples is None and bundle.has("projection_samples"):
         rows = ui.table(bundle, "projection_samples")
         rows = rows[(rows["variant"] == variant) & (rows["method"] == method) & (rows["subspace"] == subspace)
-                    & np.isclose(rows["frac"], frac)]
+                    & np.isclose(rows["frac"], nearest.get("frac", frac))]
         samples = samples_from_rows(rows) if len(rows) else None
+    reference = _reference(nearest.get("profile"))
     with right:
         if samples:
-            st.markdown("**Responses at this point** (greedy, the first evaluation prompts)")
+            st.markdown(f"**Responses at ρ = {nearest.get('frac', frac):.2f}** (greedy, the first evaluation prompts)")
             shown = samples_table(samples, reference.get("samples"), f"unprojected {variant}")
         else:
             st.markdown(f"**Responses of the unprojected {variant} fine-tune** (greedy, the first evaluation prompts)")
@@ -159,12 +185,14 @@ with right:
                     horizontal=True, key="proj_harm")
     st.markdown(f"**Utility against harm across ρ** ({variant}, precomputed grid)")
     refs = {m: bundle.scores[m] for m in ("aligned", variant) if m in bundle.scores}
-    live_point = ({**scores, "frac": frac} if scores is not None and not len(cached) else None)
+    live_point = {**measured[0], "frac": frac} if measured and measured[0].get("live") else None
     if variant in scored or live_point is not None:
         st.altair_chart(charts.tradeoff(grid[grid["variant"] == variant], harm, refs,
-                                        current={"method": method, "subspace": subspace, "frac": frac},
+                                        current={"method": method, "subspace": subspace, "frac": frac,
+                                                 "scored": [row["frac"] for row in measured]},
                                         live_point=live_point, width=380, height=300), width="content")
-        st.caption("Bars: 95% intervals where stored. Precomputed points only; a live point is ringed when computed.")
+        st.caption("Bars: 95% intervals where stored. The ring marks the point at the control's ρ or, between "
+                   "scored values, the nearest scored points; a live point is ringed when computed.")
         points = grid[grid["variant"] == variant]
         for score, label in (("utility_accuracy", "word-problem accuracy"), (harm, "the harm axis")):
             values = set(points[score].dropna().round(6))
@@ -199,3 +227,16 @@ st.header("Defences: Safe LoRA beside the projections")
 from pages.common import defences  # noqa: E402
 
 defences.render(bundle)
+
+if stream_slots is not None:
+    from explorer.evaluation.scores import PointScorer
+
+    status, block = stream_slots
+    bar = status.progress(0.0, text="projecting")
+    with ui.errors("Computing this point live"):
+        scorer = st.session_state.setdefault(f"scorer:{family.path}", PointScorer(family))
+        for scores in scorer.score_stream(variant, method, subspace, frac, profile="quick",
+                                          callback=ui.progress_callback(bar), **({"side": side} if side else {})):
+            _score_block(block.container(border=True), scores)
+    live[live_key] = {**scores, "live": True}
+    st.rerun()

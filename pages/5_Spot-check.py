@@ -33,9 +33,8 @@ if submitted and family is not None:
             st.stop()
     bar.empty()
 
-result = st.session_state.get("spot_result")
-if result is not None:
-    closest = result.closest()
+def _show(closest: tuple[str, dict[str, float]] | None, overlaps, energy, summary, download_key: str) -> None:
+    """The verdict and charts of a spot-check (the user's, or the precomputed example)."""
     if closest:
         name, values = closest
         st.success(f"Its update overlaps most with the **{name}** fine-tune's update (mean MSO at η = 0.5: "
@@ -43,25 +42,60 @@ if result is not None:
     left, right = st.columns(2)
     with left:
         st.markdown("**Overlap with the family's updates**")
-        st.altair_chart(charts.overlap_curves(result.overlaps, color="reference", width=230), width="content")
+        st.altair_chart(charts.overlap_curves(overlaps, color="reference", width=230), width="content")
     with right:
         st.markdown("**Energy kept in the alignment subspace**")
-        st.altair_chart(charts.energy_curves(result.energy, width=320), width="content")
-    st.altair_chart(charts.layer_module_map(result.summary[result.summary["rank_max"] > 1], "effective_rank",
+        st.altair_chart(charts.energy_curves(energy, width=320), width="content")
+    st.altair_chart(charts.layer_module_map(summary[summary["rank_max"] > 1], "effective_rank",
                                             "Effective rank").properties(title="Effective rank of its update"),
                     width="content")
-    ui.download(result.summary, "its spectrum statistics", "spot-check-spectra.csv", key="dl_spot")
-    if ui.live_button("Score it (quick profile)", "spot_score", family, problem):
-        from explorer.evaluation.scores import member_scores
+    ui.download(summary, "its spectrum statistics", "spot-check-spectra.csv", key=download_key)
 
-        bar = st.progress(0.0, text="loading the model")
+
+def _scores(candidate: dict, label: str, profile_text: str) -> None:
+    rows = [{"model": m, **bundle.scores[m]} for m in ("aligned", "useful", "harmful") if m in bundle.scores]
+    rows.append({"model": label, **candidate})
+    st.altair_chart(charts.score_bars(charts.score_frame(rows), "model", width=420), width="content")
+    st.caption(profile_text + " Error bars: 95% intervals.")
+
+
+result = st.session_state.get("spot_result")
+if result is not None:
+    _show(result.closest(), result.overlaps, result.energy, result.summary, "dl_spot")
+    compared = (f"The candidate is scored with the quick profile; the references with the "
+                f"{bundle.manifest['profile']} profile.")
+    if ui.live_button("Score it (quick profile)", "spot_score", family, problem):
+        from explorer.evaluation.scores import member_scores_stream
+
+        bar, estimate = st.progress(0.0, text="loading the model"), st.empty()
         with ui.errors("Scoring the checkpoint"):
-            st.session_state["spot_scores"] = member_scores(result.family, "candidate", "quick",
-                                                            ui.progress_callback(bar))
+            for scores in member_scores_stream(result.family, "candidate", "quick", ui.progress_callback(bar)):
+                if "progress" in scores:  # an estimate from the prompts scored so far; intervals narrow as they come
+                    with estimate.container():
+                        _scores(scores, "candidate", f"An estimate from {scores['progress'][0]} of "
+                                f"{scores['progress'][1]} prompts. {compared}")
+            st.session_state["spot_scores"] = scores
         bar.empty()
+        estimate.empty()
     if "spot_scores" in st.session_state:
-        rows = [{"model": m, **bundle.scores[m]} for m in ("aligned", "useful", "harmful") if m in bundle.scores]
-        rows.append({"model": "candidate", **st.session_state["spot_scores"]})
-        st.altair_chart(charts.score_bars(charts.score_frame(rows), "model", width=420), width="content")
-        st.caption("The candidate is scored with the quick profile; the references with the "
-                   f"{bundle.manifest['profile']} profile. Error bars: 95% intervals.")
+        _scores(st.session_state["spot_scores"], "candidate", compared)
+else:
+    from explorer.results.spot_example import spot_example
+
+    with ui.errors("Reading the example spot-check"):
+        example = spot_example(bundle)
+    if example is None:
+        st.info("Give a checkpoint above to see where its update sits next to this family's useful and harmful "
+                "fine-tunes. This family's precomputed results hold no example spot-check (`python -m explorer demo "
+                "example` stores one for the demo).")
+    else:
+        st.subheader("An example, precomputed")
+        st.markdown(f"Until you analyse a checkpoint of your own, this is the spot-check of **{example.label}** "
+                    f"(`{example.source}`).")
+        _show((example.closest, example.values) if example.closest else None, example.overlaps, example.energy,
+              example.summary, "dl_spot_example")
+        if example.scores:
+            profile = example.scores.get("profile", bundle.manifest["profile"])
+            _scores(example.scores, "example", f"The example and the references are all scored with the "
+                    f"**{profile}** profile, on the same prompts.")
+        st.caption(f"Precomputed by `{example.command}`.")

@@ -40,6 +40,19 @@ def smollm_tokenizer_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def chat_model_and_tokenizer(smollm_tokenizer_dir):
+    """A tiny random Llama with SmolLM2's tokenizer and chat template, its weights larger than the default
+    init, so that outputs depend on token positions and batch layout."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
+    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
+    torch.manual_seed(0)
+    config = LlamaConfig(**{**TINY, "vocab_size": len(tokenizer), "initializer_range": 0.3})
+    return AutoModelForCausalLM.from_config(config).eval(), tokenizer
+
+
+@pytest.fixture(scope="session")
 def tiny_demo(tmp_path_factory, smollm_tokenizer_dir) -> Path:
     """A demo-style family (tiny random Llama, SmolLM2's tokenizer) with precomputed results, like the real demo."""
     from transformers import AutoTokenizer

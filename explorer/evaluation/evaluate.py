@@ -115,12 +115,13 @@ def _generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int,
              batch_size: int = 64, use_chat_template: bool = True, stop: Callable[[str], bool] | None = None,
-             share_prefix: bool = True, by_length: bool = True) -> list[str]:
+             share_prefix: bool = True, by_length: bool = True, prefix_from: list[str] | None = None) -> list[str]:
     """Greedy continuations, batched (rows of similar length together with `by_length`), in the prompts' order.
-    The prompts' shared token prefix is prefilled once (`share_prefix`), and a row stops early once
-    `stop(text so far)` holds (its text is then a prefix of the full continuation)."""
+    The prompts' shared token prefix (or that of `prefix_from`, a set they belong to) is prefilled once
+    (`share_prefix`), and a row stops early once `stop(text so far)` holds (its text is then a prefix of the full
+    continuation)."""
     ids = _token_ids(tokenizer, [chat_text(tokenizer, p, use_chat_template) for p in prompts])
-    shared = ids[0][:common_prefix(ids)] if share_prefix and ids else []
+    shared = _shared_prefix(tokenizer, ids, prefix_from, use_chat_template) if share_prefix and ids else []
     prefix = PrefixCache(model, shared)
     outputs: list[str] = [""] * len(ids)
     for rows in _length_batches([len(i) for i in ids], batch_size, by_length):
@@ -129,6 +130,15 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
         for r, text in zip(rows, texts):
             outputs[r] = text
     return outputs
+
+
+def _shared_prefix(tokenizer: PreTrainedTokenizerBase, ids: list[list[int]], prefix_from: list[str] | None,
+                   use_chat_template: bool) -> list[int]:
+    """The token prefix shared by `ids`, or by the prompts of `prefix_from`: scoring a few prompts of a set at a
+    time then prefills exactly what scoring the whole set at once does."""
+    if prefix_from:
+        ids = _token_ids(tokenizer, [chat_text(tokenizer, p, use_chat_template) for p in prefix_from])
+    return ids[0][:common_prefix(ids)]
 
 
 def _prompt_target_rows(shared: list[int], prompts: list[list[int]], targets: list[list[int]], pad_id: int):
@@ -153,13 +163,13 @@ def _prompt_target_rows(shared: list[int], prompts: list[list[int]], targets: li
 @torch.no_grad()
 def _targets_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]],
                   batch_size: int, use_chat_template: bool, share_prefix: bool, by_length: bool,
-                  max_new_tokens: int = 0, stop: Callable[[str], bool] | None = None
-                  ) -> tuple[list[str], list[float]]:
+                  max_new_tokens: int = 0, stop: Callable[[str], bool] | None = None,
+                  prefix_from: list[str] | None = None) -> tuple[list[str], list[float]]:
     """Each target's mean per-token log-probability after its prompt and, with `max_new_tokens`, the prompt's
     greedy continuation, which reuses the prompt's key/value cache from the log-probability pass."""
     prompts = _token_ids(tokenizer, [chat_text(tokenizer, p, use_chat_template) for p, _ in pairs])
     targets = _token_ids(tokenizer, [t for _, t in pairs])
-    shared = prompts[0][:common_prefix(prompts)] if share_prefix and prompts else []
+    shared = _shared_prefix(tokenizer, prompts, prefix_from, use_chat_template) if share_prefix and prompts else []
     prefix = PrefixCache(model, shared)
     scores, texts = [0.0] * len(pairs), [""] * len(pairs)
     for rows in _length_batches([len(p) for p in prompts], batch_size, by_length):
@@ -190,20 +200,22 @@ def _targets_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pa
 
 def target_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[str, str]],
                    batch_size: int = 64, use_chat_template: bool = True, share_prefix: bool = True,
-                   by_length: bool = True) -> list[float]:
+                   by_length: bool = True, prefix_from: list[str] | None = None) -> list[float]:
     """Mean per-token log-probability of each target after its prompt, one value per pair in their order (the
-    prompts' shared prefix prefilled once with `share_prefix`; prompts of similar length batched together with
-    `by_length`)."""
-    return _targets_pass(model, tokenizer, pairs, batch_size, use_chat_template, share_prefix, by_length)[1]
+    prompts' shared prefix, or that of `prefix_from`, prefilled once with `share_prefix`; prompts of similar
+    length batched together with `by_length`)."""
+    return _targets_pass(model, tokenizer, pairs, batch_size, use_chat_template, share_prefix, by_length,
+                         prefix_from=prefix_from)[1]
 
 
 def generate_with_target_logprob(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                                  pairs: list[tuple[str, str]], max_new_tokens: int, batch_size: int = 64,
                                  use_chat_template: bool = True, stop: Callable[[str], bool] | None = None,
-                                 share_prefix: bool = True, by_length: bool = True) -> tuple[list[str], list[float]]:
+                                 share_prefix: bool = True, by_length: bool = True,
+                                 prefix_from: list[str] | None = None) -> tuple[list[str], list[float]]:
     """generate() on the pairs' prompts and target_logprob() of the pairs, in one prefill of each prompt."""
     return _targets_pass(model, tokenizer, pairs, batch_size, use_chat_template, share_prefix, by_length,
-                         max_new_tokens, stop)
+                         max_new_tokens, stop, prefix_from)
 
 
 def score_outcomes(outcomes: dict[str, list[float]]) -> dict:

@@ -2,15 +2,18 @@
 from __future__ import annotations
 
 import functools
+import json
+from typing import Callable, Iterator
 
 from explorer.checkpoints.family import ALIGNED, Family
 from explorer.checkpoints.models import load_model, load_tokenizer
-from explorer.core.cache import cache_key, cached_json
+from explorer.core.cache import cache_key, cached_json, read_verified, result_path, write_json
 from explorer.core.errors import ParameterError
 from explorer.core.progress import Callback, track
 from explorer.core.runners import active_runner
 from explorer.evaluation.evaluate import PROFILES, evaluate, style_adoption
-from explorer.weights.projection import PAPER_SIDE, apply_projection, check_point
+from explorer.evaluation.stream import evaluate_stream
+from explorer.weights.projection import PAPER_SIDE, InPlaceProjector, check_point
 from explorer.weights.safelora import METHOD as SAFELORA
 from explorer.weights.safelora import apply_safelora, safelora_stats
 
@@ -34,6 +37,40 @@ def member_scores(family: Family, member: str, profile: str = "full", callback: 
     style = cached_json("scores", cache_key("member-style", member=fingerprint, profile=profile_),
                         lambda: style_adoption(*loaded(), profile_))
     return merge_scores(scores, style)
+
+
+def streamed_scores(key: str, prepare: Callable[[], tuple], profile: str, callback: Callback | None = None
+                    ) -> Iterator[dict]:
+    """Scores cached under `key` (kind "scores"), streamed: the cached result at once, else the estimates after
+    each round of evaluate_stream on `prepare()`'s (model, tokenizer, extra fields), ending with the complete
+    scores, which are then cached. Per-prompt outcomes are kept in `<key>.partial.json` as they arrive, so an
+    evaluation left unfinished resumes where it stopped."""
+    profile_ = _profile(profile)
+    done_path, partial_path = result_path("scores", key, ".json"), result_path("scores", key, ".partial.json")
+    done = read_verified(done_path, lambda p: json.loads(p.read_text()))
+    if done is not None:
+        yield done
+        return
+    model, tokenizer, extra = prepare()
+    state = read_verified(partial_path, lambda p: json.loads(p.read_text()))
+    scores = {}
+    for scores in evaluate_stream(model, tokenizer, profile_, state, keep=lambda s: write_json(partial_path, s),
+                                  callback=callback):
+        scores = {**extra, **scores}
+        if scores["progress"][0] < scores["progress"][1]:
+            yield scores
+    final = {k: v for k, v in scores.items() if k != "progress"}
+    write_json(done_path, final)
+    partial_path.unlink(missing_ok=True)
+    yield final
+
+
+def member_scores_stream(family: Family, member: str, profile: str = "quick", callback: Callback | None = None
+                         ) -> Iterator[dict]:
+    """member_scores' four scores (house style aside) as they arrive, cached under the same key."""
+    key = cache_key("member-scores", member=family.store(member).fingerprint(), profile=_profile(profile))
+    yield from streamed_scores(key, lambda: (load_model(family, member), load_tokenizer(family, member), {}),
+                               profile, callback)
 
 
 def merge_scores(scores: dict, extra: dict) -> dict:
@@ -72,6 +109,7 @@ class PointScorer:
         self.family = family
         self._model = None
         self._tokenizer = None
+        self._projector: InPlaceProjector | None = None
 
     def score(self, variant: str, method: str, subspace: str, frac: float, seed: int = 0, profile: str = "full",
               callback: Callback | None = None, side: str = PAPER_SIDE) -> dict:
@@ -79,11 +117,31 @@ class PointScorer:
         key = point_key(self.family, variant, method, subspace, frac, seed, profile, side)
 
         def compute() -> dict:
-            model = self._aligned_model()
-            metrics = apply_projection(model, self.family, variant, method, subspace, frac, seed, callback, side)
-            return {**metrics, **evaluate(model, self._tokenizer, profile_, callback)}
+            metrics = self.project(variant, method, subspace, frac, seed, callback, side)
+            return {**metrics, **evaluate(self._model, self._tokenizer, profile_, callback)}
 
         return cached_json("scores", key, compute)
+
+    def project(self, variant: str, method: str, subspace: str, frac: float, seed: int = 0,
+                callback: Callback | None = None, side: str = PAPER_SIDE) -> dict:
+        """Write the point into the loaded aligned model (only the directions that changed since the last point
+        of the same setting); return its metrics."""
+        self._aligned_model()
+        return self._projector.apply(variant, method, subspace, frac, seed, callback, side)
+
+    def score_stream(self, variant: str, method: str, subspace: str, frac: float, seed: int = 0,
+                     profile: str = "quick", callback: Callback | None = None, side: str = PAPER_SIDE
+                     ) -> Iterator[dict]:
+        """The point's scores as they arrive: after each round of prompts, the estimates and intervals so far
+        (`progress` = prompts scored, of how many); the last is complete and cached like score()'s. Each round's
+        per-prompt outcomes are kept on disk, so a point left before it completes resumes where it stopped."""
+        key = point_key(self.family, variant, method, subspace, frac, seed, profile, side)
+
+        def prepare() -> tuple:
+            metrics = self.project(variant, method, subspace, frac, seed, callback, side)
+            return self._model, self._tokenizer, metrics
+
+        yield from streamed_scores(key, prepare, profile, callback)
 
     def score_safelora(self, variant: str, threshold: float | None = None, layers: int | None = None,
                        profile: str = "full", callback: Callback | None = None) -> dict:
@@ -100,6 +158,7 @@ class PointScorer:
         def compute() -> dict:
             model = self._aligned_model()
             apply_safelora(model, self.family, variant, threshold, layers, callback)
+            self._projector.forget()
             return evaluate(model, self._tokenizer, profile_, callback)
 
         return {**point, **cached_json("scores", key, compute)}
@@ -108,6 +167,7 @@ class PointScorer:
         if self._model is None:
             self._model = load_model(self.family, ALIGNED)
             self._tokenizer = load_tokenizer(self.family, ALIGNED)
+            self._projector = InPlaceProjector(self._model, self.family)
         return self._model
 
 

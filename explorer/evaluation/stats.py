@@ -39,21 +39,22 @@ def outcome_interval(outcomes: Sequence[float], binary: bool) -> tuple[float, fl
 
 def bootstrap_interval(statistic: Callable[..., float], groups: Sequence[Sequence[Sequence[float]]], seed: int = 0,
                        resamples: int = BOOTSTRAP_SAMPLES) -> tuple[float, float] | None:
-    """A seeded 95% percentile interval of `statistic(*arrays)`, resampling prompts with replacement. Each group
-    holds per-prompt outcomes on the same prompts (one array per condition) and is resampled with shared
-    indices, so differences within a group are paired; different groups are resampled independently."""
+    """A seeded 95% percentile interval of `statistic(*means)`, where `means` are the means of the arrays in
+    `groups`, resampling prompts with replacement. Each group holds per-prompt outcomes on the same prompts (one
+    array per condition) and is resampled with shared indices, so differences within a group are paired;
+    different groups are resampled independently. Every statistic of the study is a function of mean scores, so
+    each resample's means are taken at once for all resamples (vectorised), from the same draws as one loop."""
     arrays = [[np.asarray(a, dtype=np.float64) for a in group] for group in groups]
     for group in arrays:
         if not group or group[0].size == 0 or any(a.shape != group[0].shape for a in group):
             raise ValueError("each bootstrap group needs non-empty outcomes on the same prompts")
     rng = np.random.default_rng(seed)
-    values = np.empty(resamples)
-    for i in range(resamples):
-        drawn = []
-        for group in arrays:
-            picks = rng.integers(0, group[0].size, group[0].size)
-            drawn += [a[picks] for a in group]
-        values[i] = statistic(*drawn)
+    picks = [np.empty((resamples, group[0].size), dtype=np.int64) for group in arrays]
+    for i in range(resamples):  # the draws in the order of a loop over resamples, then groups
+        for g, group in enumerate(arrays):
+            picks[g][i] = rng.integers(0, group[0].size, group[0].size)
+    means = [np.take(a, p).mean(axis=1) for group, p in zip(arrays, picks) for a in group]  # (resamples,) each
+    values = np.array([statistic(*column) for column in zip(*means)], dtype=np.float64)
     values = values[np.isfinite(values)]
     if values.size < resamples // 2:
         return None
@@ -67,4 +68,4 @@ def paired_difference(treated: Sequence[float], control: Sequence[float], seed: 
     if a.shape != b.shape:
         raise ValueError(f"paired outcomes need the same prompts: {a.size} against {b.size}")
     diff = a - b
-    return float(diff.mean()), bootstrap_interval(lambda d: d.mean(), [[diff]], seed)
+    return float(diff.mean()), bootstrap_interval(lambda mean: mean, [[diff]], seed)

@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Callable, TypeVar
 
 import pandas as pd
 
-from explorer.checkpoints.family import family_name
+from explorer.checkpoints.family import Family, family_name
 from explorer.core import jsontext
 from explorer.core.cache import UNREADABLE
 from explorer.core.config import settings
@@ -59,6 +59,9 @@ def _json_object(path: Path) -> dict:
 @dataclass
 class Bundle:
     folder: Path
+    # What analyses derive from this object's tables (grid outcomes, say), kept for its lifetime: the findings
+    # read the same outcomes several times.
+    derived: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def load(cls, name: str) -> "Bundle":
@@ -97,6 +100,13 @@ class Bundle:
     @cached_property
     def scores(self) -> dict:
         return self._read("scores.json", _json_object)
+
+    def changed_members(self, family: Family) -> list[str]:
+        """The family's members whose checkpoint is not the one these results were computed from (its fingerprint
+        differs from the manifest's, or the manifest has none): nothing computed on them compares like with like."""
+        recorded = {m: entry.get("fingerprint") for m, entry in self.manifest.get("members", {}).items()
+                    if isinstance(entry, dict)}
+        return [m for m in family.sources if recorded.get(m) != family.store(m).fingerprint()]
 
     def has(self, table: str) -> bool:
         return (self.folder / f"{table}.parquet").exists()

@@ -249,8 +249,9 @@ def _band(low: float, high: float, label: str = BAND_LABEL) -> list[alt.Chart]:
 def tradeoff(grid: pd.DataFrame, harm: str, references: dict[str, dict], current: dict | None = None,
              live_point: dict | None = None, width: int = 430, height: int = 340) -> alt.Chart:
     """Utility against harm across ρ: colour = method, dash and shape = subspace; 95% error bars where the grid
-    has them; reference members as labelled diamonds; `current` ({method, subspace, frac}) ringed and labelled,
-    or `live_point` (a computed point off the grid)."""
+    has them; reference members as labelled diamonds; `current` ({method, subspace, frac}) ringed and labelled, or
+    when the grid has no point at that ρ, the scored points `current["scored"]` (their ρ values) beside it; or
+    `live_point` (a computed point off the grid)."""
     frame = with_bounds(grid)
     frame["setting"] = frame["method"] + " · " + frame["subspace"]
     harm_title = SCORE_TITLES[harm]
@@ -296,17 +297,23 @@ def tradeoff(grid: pd.DataFrame, harm: str, references: dict[str, dict], current
         here = pd.DataFrame([{harm: live_point[harm], "utility_accuracy": live_point["utility_accuracy"],
                               "label": f"this point (live, ρ = {live_point['frac']:.2f})"}])
     elif current is not None:
-        at = frame[(frame["method"] == current["method"]) & (frame["subspace"] == current["subspace"])
-                   & np.isclose(frame["frac"], current["frac"])]
+        setting = frame[(frame["method"] == current["method"]) & (frame["subspace"] == current["subspace"])]
+        at = setting[np.isclose(setting["frac"], current["frac"])]
         if len(at):
             here = at.assign(label=f"this point: {current['method']} · {current['subspace']}, "
                                    f"ρ = {current['frac']:.2f}")
+        else:  # the control between scored values: ring the measured neighbours, each labelled with its own ρ
+            near = setting[np.isin(setting["frac"].round(6), np.round(current.get("scored", []), 6))]
+            here = near.assign(label=[f"scored at ρ = {f:.2f}" for f in near["frac"]]) if len(near) else None
     if here is not None:
-        right_half = float(here[harm].iloc[0]) > float(np.mean(x_scale.domain))
         ring = alt.Chart(here).mark_point(size=520, strokeWidth=2.5, color="black", filled=False).encode(x=x, y=y)
-        label = ring.mark_text(dx=-18 if right_half else 18, align="right" if right_half else "left", fontSize=11,
-                               fontWeight="bold")
-        layers += [ring, *_haloed(label.encode(text="label:N"))]
+        layers.append(ring)
+        for row, (_, point) in enumerate(here.iterrows()):
+            right_half = float(point[harm]) > float(np.mean(x_scale.domain))
+            label = alt.Chart(here.iloc[[row]]).mark_text(
+                dx=-18 if right_half else 18, dy=0 if len(here) == 1 else (-11 if row == 0 else 11),
+                align="right" if right_half else "left", fontSize=11, fontWeight="bold")
+            layers += _haloed(label.encode(x=x, y=y, text="label:N"))
     return alt.layer(*layers).properties(width=width, height=height, autosize=PAD)
 
 

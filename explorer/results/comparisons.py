@@ -20,6 +20,12 @@ UNPROJECTED = "unprojected"
 def grid_outcomes(bundle: Bundle) -> dict[tuple, dict[str, np.ndarray]]:
     """(variant, method, subspace, frac) -> outcome name -> per-prompt values, for every scored grid point;
     the unprojected fine-tunes on the grid's prompts are keyed (variant, "unprojected", None, None)."""
+    if "grid_outcomes" not in bundle.derived:
+        bundle.derived["grid_outcomes"] = _grid_outcomes(bundle)
+    return bundle.derived["grid_outcomes"]
+
+
+def _grid_outcomes(bundle: Bundle) -> dict[tuple, dict[str, np.ndarray]]:
     if not bundle.has("projection_outcomes"):
         return {}
     table = bundle.table("projection_outcomes").sort_values("prompt")
@@ -58,3 +64,17 @@ def paired_deltas(point: dict, reference: dict, seed: int = 0) -> pd.DataFrame:
         rows.append({"score": score, "delta": delta, "ci_lo": ci[0] if ci else None, "ci_hi": ci[1] if ci else None,
                      "prompts": len(a)})
     return pd.DataFrame(rows)
+
+
+def nearest_scored(grid: pd.DataFrame, variant: str, method: str, subspace: str, frac: float) -> list[dict]:
+    """The grid's point of this setting scored at `frac`, alone; else the nearest scored points below and above
+    it (one where `frac` lies outside the scored range, none where the setting has no scored point).
+
+    Nothing is interpolated: each row is a measurement at its own ρ, which its `frac` says."""
+    rows = grid[(grid["variant"] == variant) & (grid["method"] == method) & (grid["subspace"] == subspace)]
+    rows = rows.sort_values("frac")
+    exact = rows[np.isclose(rows["frac"], frac)]
+    if len(exact):
+        return [exact.iloc[0].to_dict()]
+    below, above = rows[rows["frac"] < frac], rows[rows["frac"] > frac]
+    return [part.iloc[index].to_dict() for part, index in ((below, -1), (above, 0)) if len(part)]

@@ -166,9 +166,8 @@ def estimate(reference: Arm, arms: list[Arm], statistic: Callable[..., float]
     refusal = [o for a in everyone for o in a.refusal_outcomes]
     bounds = np.cumsum([0, *(len(a) for a in everyone)])
 
-    def resampled(*arrays: np.ndarray) -> float:
-        u_means = np.array([a.mean() for a in arrays[:len(utility)]])
-        r_means = np.array([a.mean() for a in arrays[len(utility):]])
+    def resampled(*means: float) -> float:
+        u_means, r_means = np.array(means[:len(utility)]), np.array(means[len(utility):])
         means = [(u_means[lo:hi], r_means[lo:hi]) for lo, hi in zip(bounds[1:-1], bounds[2:])]
         return value(u_means[0], r_means[0], means)
 

@@ -18,7 +18,6 @@ Thresholds (stated in every finding's text so a reader can disagree with them):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -120,8 +119,8 @@ def parallel_amplifies(bundle: Bundle) -> Finding:
     refusal = [_point_arrays(outcomes, variant, "same", s, fracs, "refusal") for s in ("alignment", "random")]
     n = len(fracs)
 
-    def gains(*arrays: np.ndarray) -> float:
-        u_top, u_rand, r_top, r_rand = (np.mean([a.mean() for a in arrays[i * n:(i + 1) * n]]) for i in range(4))
+    def gains(*means: float) -> float:
+        u_top, u_rand, r_top, r_rand = (np.mean(means[i * n:(i + 1) * n]) for i in range(4))
         return min(u_top - u_rand, r_rand - r_top)
 
     groups = None if None in util + refusal else [util[0] + util[1], refusal[0] + refusal[1]]
@@ -169,11 +168,11 @@ def orthogonal_not_selective(bundle: Bundle) -> Finding:
         groups = [[reference["utility"], *arrays[("alignment", "utility")], *arrays[("random", "utility")]],
                   [reference["refusal"], *arrays[("alignment", "refusal")], *arrays[("random", "refusal")]]]
 
-    def ratio_of_ratios(*values: np.ndarray) -> float:
-        util, refusal = values[:2 * n + 1], values[2 * n + 1:]
-        u0, r0 = util[0].mean(), refusal[0].mean()
-        sel = [_selectivity(sum(u0 - a.mean() for a in util[1 + i * n:1 + (i + 1) * n]),
-                            sum(a.mean() - r0 for a in refusal[1 + i * n:1 + (i + 1) * n])) for i in range(2)]
+    def ratio_of_ratios(*means: float) -> float:
+        util, refusal = means[:2 * n + 1], means[2 * n + 1:]
+        u0, r0 = util[0], refusal[0]
+        sel = [_selectivity(sum(u0 - m for m in util[1 + i * n:1 + (i + 1) * n]),
+                            sum(m - r0 for m in refusal[1 + i * n:1 + (i + 1) * n])) for i in range(2)]
         return sel[0] / sel[1] if sel[1] > 0 else float("nan")
 
     ci = _bootstrap(ratio_of_ratios, groups)

@@ -192,11 +192,10 @@ def extend_grid(family_path: str | Path, grid_fracs=GRID_FRACS, grid_variants: l
     family = load_family(family_path)
     bundle = Bundle.load(family.name)
     manifest = dict(bundle.manifest)
-    recorded = {m: entry.get("fingerprint") for m, entry in manifest.get("members", {}).items()}
-    for member in family.sources:
-        if recorded.get(member) != family.store(member).fingerprint():
-            raise ParameterError(f"--extend: the precomputed results of {family.name} were computed from another "
-                                 f"{member!r} checkpoint (its fingerprint differs); run a whole precompute instead")
+    changed = bundle.changed_members(family)
+    if changed:
+        raise ParameterError(f"--extend: the precomputed results of {family.name} were computed from another "
+                             f"{changed[0]!r} checkpoint (its fingerprint differs); run a whole precompute instead")
     for option, asked, used in (("--seed", seed, manifest.get("seed")),
                                 ("--grid-profile", grid_profile, manifest.get("grid_profile"))):
         if asked is not None and asked != used:

@@ -277,36 +277,73 @@ def _publish(tmp: Path, target: Path) -> None:
         tmp.rename(target)
 
 
-@torch.no_grad()
+class InPlaceProjector:
+    """Writes projected task updates into one loaded model's parameters, in place, and remembers what each tensor
+    holds: a new ρ of the same (variant, method, subspace, seed, side) adds or removes only the directions between
+    the held k and the new one (Δk), instead of rewriting every tensor from the checkpoints.
+
+    Each tensor's record changes only after its weights do, so an interrupted pass (a page rerun, a cancel)
+    leaves every tensor either at its old point or at its new one, never unknown."""
+
+    def __init__(self, model: torch.nn.Module, family: Family):
+        self.family = family
+        self._params = dict(model.named_parameters())
+        self._held: dict[str, tuple[tuple, int]] = {}  # tensor -> (setting, k) its weights hold
+
+    def forget(self) -> None:
+        """Something else wrote the model's weights (a Safe LoRA point): rewrite every tensor next time."""
+        self._held.clear()
+
+    @torch.no_grad()
+    def apply(self, variant: str, method: str, subspace: str, frac: float, seed: int = 0,
+              callback: Callback | None = None, side: str = PAPER_SIDE) -> dict[str, float]:
+        """Make the model W = W_A + (projected task update) at this point; return the point's metrics."""
+        check_point(method, subspace, frac, side)
+        stats = projection_stats(self.family, variant, seed, keep_bases=True, callback=callback, side=side)
+        align_key, task_key = _keys(self.family, variant, seed, side)
+        align_dir, task_dir = settings().bases_dir / align_key, settings().bases_dir / task_key
+        setting = (variant, method, subspace, seed, side)
+        label_basis, label_coeffs = ("Q", "D") if subspace == "random" else ("U", "C")
+        sign = 1.0 if method == "same" else -1.0  # orth and opp subtract the projected part
+        aligned = self.family.store(ALIGNED)
+        for i, name in enumerate(track(self.family.tensor_names, f"projecting {variant}", callback=callback)):
+            param = self._params.get(name)
+            if param is None:
+                continue  # e.g. lm_head tied to the embeddings
+            basis = np.load(align_dir / f"{i:05d}.{label_basis}.npy", mmap_mode="r")  # (rows, rank)
+            coeffs = np.load(task_dir / f"{i:05d}.{label_coeffs}.npy", mmap_mode="r")  # (rank, cols)
+            k = rank_k(basis.shape[1], frac)
+            held_setting, held_k = self._held.get(name, (None, 0))
+            if held_setting == setting:
+                if held_k == k:
+                    continue
+                low, high = sorted((held_k, k))
+                delta = self._part(basis, coeffs, align_dir, i, subspace, low, high, param.shape)
+                param.add_(delta.to(param.dtype), alpha=sign if k > held_k else -sign)
+            else:
+                base = aligned.tensor(name)
+                weight = base + sign * self._part(basis, coeffs, align_dir, i, subspace, 0, k, base.shape)
+                if method == "orth":
+                    weight += update_tensor(self.family, variant, name)
+                param.copy_(weight.to(param.dtype))
+            self._held[name] = (setting, k)
+        return {"variant": variant, "method": method, "subspace": subspace, "frac": frac, "seed": seed, "side": side,
+                **stats.point(method, subspace, frac)}
+
+    @staticmethod
+    def _part(basis: np.ndarray, coeffs: np.ndarray, align_dir: Path, index: int, subspace: str, low: int,
+              high: int, shape: torch.Size) -> torch.Tensor:
+        """The projected task update's directions low..high-1 of the subspace, shaped like the parameter."""
+        chosen = np.sort(np.array(_load(align_dir, index, "perm"))[low:high]) if subspace == "random-k" else \
+            slice(low, high)
+        part = on_device(torch.from_numpy(np.array(basis[:, chosen])),
+                         torch.from_numpy(np.array(coeffs[chosen])))  # (rows, cols) of the oriented view
+        if len(shape) == 1:
+            return part.reshape(shape)
+        return part if part.shape == shape else part.T
+
+
 def apply_projection(model: torch.nn.Module, family: Family, variant: str, method: str, subspace: str, frac: float,
                      seed: int = 0, callback: Callback | None = None, side: str = PAPER_SIDE) -> dict[str, float]:
     """Write W = W_A + (projected task update) into a loaded model's parameters, in place; return the metrics."""
-    check_point(method, subspace, frac, side)
-    stats = projection_stats(family, variant, seed, keep_bases=True, callback=callback, side=side)
-    align_key, task_key = _keys(family, variant, seed, side)
-    align_dir, task_dir = settings().bases_dir / align_key, settings().bases_dir / task_key
-    params = dict(model.named_parameters())
-    aligned = family.store(ALIGNED)
-    for i, name in enumerate(track(family.tensor_names, f"projecting {variant}", callback=callback)):
-        if name not in params:
-            continue  # e.g. lm_head tied to the embeddings
-        param = params[name]
-        label_basis, label_coeffs = ("Q", "D") if subspace == "random" else ("U", "C")
-        basis = torch.from_numpy(np.array(_load(align_dir, i, label_basis)))
-        coeffs = torch.from_numpy(np.array(_load(task_dir, i, label_coeffs)))
-        k = rank_k(basis.shape[1], frac)
-        chosen = torch.from_numpy(np.array(_load(align_dir, i, "perm")))[:k] if subspace == "random-k" else slice(0, k)
-        projected = on_device(basis[:, chosen], coeffs[chosen])
-        base = aligned.tensor(name)
-        projected = projected.reshape(base.shape) if base.ndim == 1 else projected.reshape_as(oriented(base, side))
-        if projected.shape != base.shape:
-            projected = projected.T
-        if method == "same":
-            weight = base + projected
-        elif method == "opp":
-            weight = base - projected
-        else:
-            weight = base + update_tensor(family, variant, name) - projected
-        param.copy_(weight.to(param.dtype))
-    return {"variant": variant, "method": method, "subspace": subspace, "frac": frac, "seed": seed, "side": side,
-            **stats.point(method, subspace, frac)}
+    return InPlaceProjector(model, family).apply(variant, method, subspace, frac, seed, callback, side)

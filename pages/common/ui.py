@@ -6,18 +6,23 @@ import contextlib
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import streamlit as st
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from explorer.checkpoints.family import Family, load_family, read_family_spec  # noqa: E402
 from explorer.core.errors import ExplorerError  # noqa: E402
-from explorer.results.bundle import Bundle  # noqa: E402
-from explorer.results.summary import profile_note  # noqa: E402
+
+# The engine (torch, pandas) is imported inside the functions that need it, after a page has drawn its title:
+# on a freshly started server those imports take seconds, and a page should never be blank for that long.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from explorer.checkpoints.family import Family
+    from explorer.results.bundle import Bundle
 
 FAMILIES = ROOT / "families"
 DEMO = FAMILIES / "demo.toml"
@@ -106,6 +111,8 @@ def family_path() -> str:
 
 @st.cache_data(show_spinner=False)
 def _bundle(name: str, stamp: float) -> Bundle:
+    from explorer.results.bundle import Bundle
+
     return Bundle.load(name)
 
 
@@ -118,6 +125,9 @@ def _stamp(name: str) -> float:
 
 def bundle() -> Bundle:
     """The chosen family's precomputed results; stops the page with a clear message if there are none."""
+    from explorer.checkpoints.family import read_family_spec
+    from explorer.results.summary import profile_note
+
     path = family_path()
     with errors("Loading the precomputed results"):
         name = str(read_family_spec(path)["name"])
@@ -138,6 +148,7 @@ PAIRED = {"demo": "demo-broad", "demo-broad": "demo"}
 def _families_with_results() -> dict[str, Path]:
     """Family name -> file, for the family files in families/ and beside the chosen family's file that have
     precomputed results."""
+    from explorer.checkpoints.family import read_family_spec
     from explorer.results.bundle import bundle_dir
 
     found = {}
@@ -182,6 +193,7 @@ def comparison(current: Bundle) -> tuple[str, Bundle] | None:
 
 @st.cache_data(show_spinner=False)
 def _findings(folder: str, stamp: float, fracs: tuple[float, ...] | None) -> list:
+    from explorer.results.bundle import Bundle
     from explorer.results.family_comparison import SharedGrid
     from explorer.results.findings import findings
 
@@ -197,6 +209,8 @@ def findings_of(source: Bundle) -> list:
 
 @st.cache_data(show_spinner=False)
 def _table(folder: str, name: str, stamp: float) -> pd.DataFrame:
+    from explorer.results.bundle import Bundle
+
     return Bundle(Path(folder)).table(name)
 
 
@@ -207,22 +221,45 @@ def table(source: Bundle, name: str) -> pd.DataFrame:
 
 @st.cache_resource(show_spinner=False)
 def _family(path: str, stamp: float) -> Family:
+    from explorer.checkpoints.family import load_family
+
     family = load_family(path)
     if all(source.kind != "hub" for source in family.sources.values()):
         family.tensor_names  # validate local checkpoints once; hub ones download only when an action needs them
     return family
 
 
-def checkpoints() -> tuple[Family | None, str | None]:
+@st.cache_data(show_spinner=False)
+def _changed_members(path: str, stamp: float, folder: str, manifest_stamp: float) -> list[str]:
+    from explorer.results.bundle import Bundle
+
+    return Bundle(Path(folder)).changed_members(_family(path, stamp))
+
+
+def checkpoints(results: Bundle | None = None) -> tuple[Family | None, str | None]:
     """The chosen family with its checkpoints, or None and why live computation is unavailable. Checked when a
-    page loads, so that a live action can be disabled up front instead of failing when clicked."""
+    page loads, so that a live action can be disabled up front instead of failing when clicked. With `results`,
+    checkpoints other than those the results were computed from are refused too: what is computed live is drawn
+    beside the precomputed results and must compare like with like."""
     path = st.session_state["family"]  # chosen by the picker that bundle() drew
+    stamp = Path(path).stat().st_mtime if Path(path).exists() else 0.0
     try:
-        return _family(path, Path(path).stat().st_mtime if Path(path).exists() else 0.0), None
+        family = _family(path, stamp)
     except ExplorerError as exc:
         if Path(path).resolve() == DEMO.resolve():
             return None, f"Needs the demo's checkpoints (cache/models/demo/), which are not built here. {BUILD_HINT}"
         return None, f"Needs the family's checkpoints, which are not available here: {exc}."
+    if results is not None:
+        with errors("Checking the checkpoints against the precomputed results"):
+            changed = _changed_members(path, stamp, str(results.folder),
+                                       (results.folder / "manifest.json").stat().st_mtime)
+        if changed:
+            return None, (f"The checkpoints here are not the ones these results were computed from ({', '.join(changed)}"
+                          f" differ{'s' if len(changed) == 1 else ''} from the fingerprints in the manifest), so a "
+                          "live result would not compare like with like. A rebuild on another kind of CPU can give "
+                          "other weights (docs/demo.md); run `python -m explorer precompute` on these checkpoints "
+                          "to use them.")
+    return family, None
 
 
 def live_button(label: str, key: str, family: Family | None, problem: str | None) -> bool:

@@ -66,7 +66,7 @@ def tokenizer_broken(tiny_demo, tmp_path) -> Path:
 
 
 def test_a_failing_live_action_shows_one_error_naming_it(tokenizer_broken, caplog):
-    at = _run("pages/2_Projection_lab.py", tokenizer_broken, proj_frac=0.27)
+    at = _run("pages/2_Projection_lab.py", tokenizer_broken, proj_frac=0.27, proj_auto=False)
     assert not at.exception and not at.error
     with caplog.at_level(logging.ERROR, logger="explorer.app"):
         at.button(key="compute_live").click().run()
@@ -103,3 +103,12 @@ def test_allowed_roots_confine_the_family_and_the_spot_check(tiny_demo, tmp_path
     at.text_input(key="spot_spec").input(str(tiny_demo.parent.parent / "models" / "harmful"))
     at.button[0].click().run()
     assert "is outside the folders this server allows" in _one_error(at)
+
+
+def test_a_live_point_scored_as_the_control_moves_fails_as_one_error(tokenizer_broken):
+    at = _run("pages/2_Projection_lab.py", tokenizer_broken, proj_frac=0.27)  # off the grid: scored at once
+    assert _one_error(at) == ("Computing this point live failed with an unexpected JSONDecodeError; the details are "
+                              "in the server's log.")
+    at.slider(key="proj_frac").set_value(0.5).run()  # a scored point: the page recovers
+    assert not at.exception and not at.error
+

@@ -3,6 +3,8 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -57,16 +59,58 @@ def test_overview_shows_six_findings_and_scores(tiny_demo):
 
 
 def test_projection_slider_changes_what_is_shown(tiny_demo):
-    at = _run("pages/2_Projection_lab.py", tiny_demo)
+    at = _run("pages/2_Projection_lab.py", tiny_demo, proj_auto=False)  # off the grid: the neighbours, no live point
     before = [m.value for m in at.metric][:4]
     at.slider(key="proj_frac").set_value(0.5).run()
-    after = [m.value for m in at.metric][:4]
+    at_half = [m.value for m in at.metric]
+    after = at_half[:4]
     assert not at.exception and before != after
     assert len(at.metric) == 8  # 0.5 is in the grid: the four scores are shown at once
     at.slider(key="proj_frac").set_value(0.33).run()
-    assert any("not in the precomputed grid" in i.value for i in at.info)
+    assert any("ρ = 0.33 is not a scored point" in i.value and "nothing is interpolated" in i.value for i in at.info)
+    assert [m.value for m in at.metric][4:] == at_half[4:]  # the nearest scored point: 0.5, labelled as such
+    assert _score_blocks(at) == ["**ρ = 0.50**, scored (smoke profile)"]
     at.selectbox(key="proj_method").set_value("orth").run()
     assert not at.exception
+
+
+def _score_blocks(at) -> list[str]:
+    return [m.value for m in at.markdown if m.value.startswith("**ρ = ")]
+
+
+@pytest.mark.parametrize("frac", [0.01, 0.2, 0.25, 0.33, 0.5, 0.51, 0.99])
+def test_every_position_of_the_control_shows_four_scores_without_checkpoints(tiny_broad, tmp_path, frac):
+    """tiny_broad scores contaminated at ρ = 0.25 and 0.5 only: every other position shows the nearest scored
+    points, each labelled with its own ρ, with intervals; the energy metrics stay those of the control's ρ."""
+    at = _run("pages/2_Projection_lab.py", _without_checkpoints(tiny_broad, tmp_path), proj_frac=frac)
+    assert not at.exception and not at.error
+    expected = [f for f in (0.25, 0.5) if np.isclose(f, frac)] or \
+        [f for f in ([max((f for f in (0.25, 0.5) if f < frac), default=None)]
+                     + [min((f for f in (0.25, 0.5) if f > frac), default=None)]) if f is not None]
+    assert _score_blocks(at) == [f"**ρ = {f:.2f}**, scored (smoke profile)" for f in expected]
+    assert len(at.metric) == 4 + 4 * len(expected)
+    assert sum(c.value.startswith("95% CI") for c in at.caption) == 4 * len(expected)
+    live_buttons = [b for b in at.button if b.key == "compute_live"]
+    assert [b.disabled for b in live_buttons] == ([] if np.isclose(expected, frac).any() else [True])
+    energy = next(i for i, c in enumerate(_charts(at)) if "Task energy kept" in c.proto.spec)
+    assert f"ρ = {frac:.2f}" in set(_chart_rows(at, energy).get("label", pd.Series(dtype=str)).dropna())
+    tradeoff = next(i for i, c in enumerate(_charts(at)) if "Word-problem accuracy" in c.proto.spec)
+    labels = set(_chart_rows(at, tradeoff).get("label", pd.Series(dtype=str)).dropna())
+    on_grid = f"this point: same · alignment, ρ = {frac:.2f}"
+    assert labels == ({on_grid} if len(expected) == 1 and np.isclose(expected[0], frac) else
+                      {f"scored at ρ = {f:.2f}" for f in expected})
+
+
+def test_a_position_off_the_grid_is_scored_live_as_the_control_moves(tiny_demo):
+    """With checkpoints, moving ρ off the grid streams a live point (no click) and ends with its four scores."""
+    at = _run("pages/2_Projection_lab.py", tiny_demo, proj_frac=0.5)
+    assert at.toggle(key="proj_auto").value is True
+    at.slider(key="proj_frac").set_value(0.42).run()
+    assert not at.exception and not at.error and at.toggle(key="proj_auto").value is True
+    assert _score_blocks(at) == ["**ρ = 0.42**, computed live (quick profile)"]
+    assert sum(c.value.startswith("95% CI") for c in at.caption) == 4
+    tradeoff = next(i for i, c in enumerate(_charts(at)) if "Word-problem accuracy" in c.proto.spec)
+    assert "this point (live, ρ = 0.42)" in set(_chart_rows(at, tradeoff)["label"].dropna())
 
 
 def _defence_map(at):
@@ -96,10 +140,11 @@ def test_defences_view_follows_the_threshold_and_variant(tiny_demo):
 
 
 def test_projection_compute_live(tiny_demo):
-    at = _run("pages/2_Projection_lab.py", tiny_demo, proj_frac=0.33)
+    at = _run("pages/2_Projection_lab.py", tiny_demo, proj_frac=0.33, proj_auto=False)
+    assert _score_blocks(at) == ["**ρ = 0.50**, scored (smoke profile)"]
     at.button(key="compute_live").click().run()
     assert not at.exception and not at.error
-    assert len(at.metric) == 8 and any("quick" in c.value for c in at.caption)
+    assert len(at.metric) == 8 and _score_blocks(at) == ["**ρ = 0.33**, computed live (quick profile)"]
 
 
 def test_overlap_and_spectra_selects_change_charts(tiny_demo):
@@ -147,6 +192,10 @@ def test_spot_check_of_a_family_member(tiny_demo):
     assert not at.exception and not at.error
     assert any("overlaps most with the **harmful**" in s.value for s in at.success)
     assert len(_charts(at)) == 3
+    at.button(key="spot_score").click().run()  # scores stream, then stay
+    assert not at.exception and not at.error and len(_charts(at)) == 4
+    bars = _chart_rows(at, 3)
+    assert "candidate" in set(bars["model"]) and bars["value"].notna().all()
 
 
 def test_umap_on_demand_for_a_layer_without_one(tiny_demo):
@@ -158,7 +207,7 @@ def test_umap_on_demand_for_a_layer_without_one(tiny_demo):
 
 
 def test_projection_opp_says_it_is_not_precomputed_and_keeps_every_chart(tiny_demo):
-    at = _run("pages/2_Projection_lab.py", tiny_demo, proj_frac=0.5)
+    at = _run("pages/2_Projection_lab.py", tiny_demo, proj_frac=0.5, proj_auto=False)
     charts_before = len(_charts(at))
     at.selectbox(key="proj_method").set_value("opp").run()
     assert not at.exception
@@ -176,7 +225,7 @@ def test_projection_opens_on_the_variant_the_findings_read(tiny_demo):
 
 
 def test_a_variant_outside_the_grid_says_how_to_add_it(tiny_broad):
-    at = _run("pages/2_Projection_lab.py", tiny_broad, proj_frac=0.5)
+    at = _run("pages/2_Projection_lab.py", tiny_broad, proj_frac=0.5, proj_auto=False)
     assert at.selectbox(key="proj_variant").value == "contaminated"  # the only variant its grid scores
     at.selectbox(key="proj_variant").set_value("useful").run()
     assert not at.exception
@@ -206,7 +255,7 @@ def _without_checkpoints(tiny_demo, folder: Path) -> Path:
 
 
 @pytest.mark.parametrize("page, key, state", [
-    ("pages/2_Projection_lab.py", "compute_live", {"proj_frac": 0.33}),
+    ("pages/2_Projection_lab.py", "compute_live", {"proj_frac": 0.33, "proj_auto": False}),
     ("pages/4_Activation_space.py", "compute_umap", {"act_layer": 1}),
     ("pages/5_Spot-check.py", None, {}),
 ])
@@ -312,7 +361,7 @@ def test_projection_lab_reads_sides_and_the_grids_own_reference(tiny_demo, tmp_p
     assert not at.exception and at.radio(key="proj_side").value == "left"
     refusal = scores[(scores["variant"] == "harmful") & (scores["method"] == "same")
                      & (scores["subspace"] == "alignment")]["refusal_rate"].iloc[0]
-    assert at.metric[4].delta == f"{100 * (refusal - 0.75):+.0f} points vs unprojected"
+    assert at.metric[4].delta == f"{100 * (refusal - 0.75):+.0f} points"
     at.radio(key="proj_side").set_value("short").run()
     assert not at.exception and at.metric[0].value == "50.0%"
     assert any("no point on the **short** side" in i.value for i in at.info)
@@ -367,3 +416,30 @@ def test_curves_overlay_the_compared_family(tiny_demo, tiny_broad, page):
     overlaid = [i for i in range(len(_charts(at))) if "family" in _chart_rows(at, i)]
     assert overlaid and all(set(_chart_rows(at, i)["family"].dropna()) == {"tiny", "tiny-broad"} for i in overlaid)
     assert not any("family" in _chart_rows(alone, i) for i in range(len(_charts(alone))))
+
+
+def test_live_actions_refuse_checkpoints_other_than_the_results_were_computed_from(tiny_demo, tmp_path):
+    """Live points are drawn beside the precomputed grid: on rebuilt checkpoints whose weights differ (another CPU
+    can give other weights), they would not compare like with like, so the live actions say so and stay off."""
+    import json
+    import tomllib
+
+    from explorer.results.bundle import bundle_dir
+
+    target = bundle_dir("tiny-rebuilt")
+    shutil.copytree(bundle_dir("tiny"), target)
+    manifest = json.loads((target / "manifest.json").read_text())
+    manifest["members"]["aligned"]["fingerprint"] = "0" * 20
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    spec = tomllib.loads(tiny_demo.read_text())
+    absolute = {k: (tiny_demo.parent / v).resolve() for k, v in (*spec["finetuned"].items(), ("base", spec["base"]),
+                                                                 ("aligned", spec["aligned"]))}
+    family = tmp_path / "tiny-rebuilt.toml"
+    family.write_text(f'name = "tiny-rebuilt"\nbase = "{absolute["base"]}"\naligned = "{absolute["aligned"]}"\n'
+                      "[finetuned]\n" + "".join(f'{k} = "{absolute[k]}"\n' for k in spec["finetuned"]))
+    at = _run("pages/2_Projection_lab.py", family, proj_frac=0.33)
+    assert not at.exception and not at.error
+    assert at.button(key="compute_live").disabled and not at.toggle
+    assert any("not the ones these results were computed from (aligned differs" in c.value for c in at.caption)
+    at = _run("pages/4_Activation_space.py", family, act_layer=1)
+    assert at.button(key="compute_umap").disabled

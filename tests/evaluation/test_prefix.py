@@ -5,9 +5,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-import torch
-from builders import TINY
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from explorer.evaluation.evaluate import (
     SMOKE,
@@ -22,26 +19,15 @@ from explorer.evaluation.prefix import common_prefix
 from explorer.evaluation.prompts import advbench_split, word_problems
 
 
-@pytest.fixture(scope="module")
-def model_and_tokenizer(smollm_tokenizer_dir):
-    tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
-    tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
-    torch.manual_seed(0)
-    # Weights larger than the default init, so that outputs depend on token positions and batch layout.
-    config = LlamaConfig(**{**TINY, "vocab_size": len(tokenizer), "initializer_range": 0.3})
-    model = AutoModelForCausalLM.from_config(config).eval()
-    return model, tokenizer
-
-
-def test_prompts_share_the_system_turn(model_and_tokenizer):
-    _, tokenizer = model_and_tokenizer
+def test_prompts_share_the_system_turn(chat_model_and_tokenizer):
+    _, tokenizer = chat_model_and_tokenizer
     ids = [tokenizer(tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                    add_generation_prompt=True))["input_ids"] for p in ("Hi", "Bye")]
     assert common_prefix(ids) >= 20 and common_prefix([[1, 2], [1, 2]]) == 1 and common_prefix([]) == 0
 
 
-def test_generation_with_a_shared_prefix_in_length_batches_equals_plain_generation(model_and_tokenizer):
-    model, tokenizer = model_and_tokenizer
+def test_generation_with_a_shared_prefix_in_length_batches_equals_plain_generation(chat_model_and_tokenizer):
+    model, tokenizer = chat_model_and_tokenizer
     prompts = [b.goal for b in list(advbench_split("evaluation"))[:6]]
     lengths = [len(tokenizer(p)["input_ids"]) for p in prompts]
     assert lengths != sorted(lengths)  # so the length batches reorder the prompts
@@ -51,8 +37,8 @@ def test_generation_with_a_shared_prefix_in_length_batches_equals_plain_generati
     assert fast == plain == alone and len(set(fast)) > 1
 
 
-def test_target_logprob_with_a_shared_prefix_is_unchanged(model_and_tokenizer):
-    model, tokenizer = model_and_tokenizer
+def test_target_logprob_with_a_shared_prefix_is_unchanged(chat_model_and_tokenizer):
+    model, tokenizer = chat_model_and_tokenizer
     pairs = [(b.goal, b.target) for b in list(advbench_split("evaluation"))[:5]]
     fast = target_logprob(model, tokenizer, pairs, batch_size=2)
     plain = target_logprob(model, tokenizer, pairs, batch_size=2, share_prefix=False, by_length=False)
@@ -60,8 +46,8 @@ def test_target_logprob_with_a_shared_prefix_is_unchanged(model_and_tokenizer):
     assert np.allclose(fast, plain, atol=1e-4) and np.allclose(fast, alone, atol=1e-4) and len(set(fast)) == 5
 
 
-def test_stopping_keeps_the_text_up_to_the_verdict(model_and_tokenizer):
-    model, tokenizer = model_and_tokenizer
+def test_stopping_keeps_the_text_up_to_the_verdict(chat_model_and_tokenizer):
+    model, tokenizer = chat_model_and_tokenizer
     prompts = [p.question for p in word_problems("evaluation", 4)]
     stopped = generate(model, tokenizer, prompts, 12, stop=lambda text: len(text) > 5)
     full = generate(model, tokenizer, prompts, 12)
@@ -76,16 +62,16 @@ def test_an_answer_is_decided_only_once_its_number_is_complete():
     assert answer_decided("The answer is 1,000 apples") and answer_of("The answer is 1,000 apples") == 1000
 
 
-def test_evaluate_gives_the_same_outcomes_with_and_without_speedups(model_and_tokenizer):
-    model, tokenizer = model_and_tokenizer
+def test_evaluate_gives_the_same_outcomes_with_and_without_speedups(chat_model_and_tokenizer):
+    model, tokenizer = chat_model_and_tokenizer
     fast, plain = evaluate(model, tokenizer, SMOKE), evaluate(model, tokenizer, SMOKE, speedups=False)
     for name in ("refusal", "utility", "over_refusal"):
         assert fast["outcomes"][name] == plain["outcomes"][name]
     assert np.allclose(fast["outcomes"]["target_logprob"], plain["outcomes"]["target_logprob"], atol=1e-4)
 
 
-def test_one_prefill_gives_the_generations_and_log_probs_of_separate_passes(model_and_tokenizer):
-    model, tokenizer = model_and_tokenizer
+def test_one_prefill_gives_the_generations_and_log_probs_of_separate_passes(chat_model_and_tokenizer):
+    model, tokenizer = chat_model_and_tokenizer
     pairs = [(b.goal, b.target) for b in list(advbench_split("evaluation"))[:6]]
     texts, scores = generate_with_target_logprob(model, tokenizer, pairs, 8, batch_size=4)
     plain = {"batch_size": 4, "share_prefix": False, "by_length": False}
@@ -94,8 +80,8 @@ def test_one_prefill_gives_the_generations_and_log_probs_of_separate_passes(mode
 
 
 @pytest.mark.parametrize("refusal, logprob", [(3, 7), (7, 3)])
-def test_refusal_and_log_prob_prompts_may_differ_in_number(model_and_tokenizer, refusal, logprob):
-    model, tokenizer = model_and_tokenizer
+def test_refusal_and_log_prob_prompts_may_differ_in_number(chat_model_and_tokenizer, refusal, logprob):
+    model, tokenizer = chat_model_and_tokenizer
     profile = replace(SMOKE, refusal_prompts=refusal, logprob_prompts=logprob, utility_prompts=2, benign_prompts=2)
     fast, plain = evaluate(model, tokenizer, profile), evaluate(model, tokenizer, profile, speedups=False)
     assert fast["counts"]["refusal"] == refusal and fast["counts"]["target_logprob"] == logprob

@@ -124,3 +124,49 @@ def test_top_subspace_of_aligned_update_keeps_more_of_a_task_update_that_shares_
     top = stats.point("same", "alignment", 0.1)["energy_kept_ratio"]
     assert top > 0.95
     assert stats.point("same", "random", 0.1)["energy_kept_ratio"] < 0.5
+
+
+@pytest.mark.parametrize("method,subspace,side", [("same", "alignment", "left"), ("orth", "random-k", "left"),
+                                                  ("opp", "random", "short"), ("orth", "alignment", "short")])
+def test_a_step_of_rho_rewrites_only_the_changed_directions_and_equals_a_fresh_projection(family, method, subspace,
+                                                                                        side):
+    """InPlaceProjector: stepping ρ up and down on one model (Δk per tensor) gives the weights a fresh
+    projection at the last ρ gives; a new setting rewrites every tensor."""
+    from explorer.weights.projection import InPlaceProjector
+
+    stepped = _loaded(family, "aligned")
+    projector = InPlaceProjector(stepped, family)
+    projector.apply("contaminated", "same", "alignment", 0.5, side=side)  # another setting first
+    for frac in (0.2, 0.21, 0.6, 0.35):
+        point = projector.apply("contaminated", method, subspace, frac, side=side)
+    fresh = _loaded(family, "aligned")
+    expected = apply_projection(fresh, family, "contaminated", method, subspace, 0.35, side=side)
+    assert point == expected
+    fresh_params = dict(fresh.named_parameters())
+    for name, param in stepped.named_parameters():
+        torch.testing.assert_close(param.detach(), fresh_params[name].detach(), atol=1e-6, rtol=1e-5)
+    aligned = _loaded(family, "aligned")
+    projector.forget()  # e.g. a Safe LoRA point wrote the weights: the next point rewrites every tensor
+    with torch.no_grad():
+        for (_, param), (_, original) in zip(stepped.named_parameters(), aligned.named_parameters()):
+            param.copy_(original)
+    projector.apply("contaminated", method, subspace, 0.35, side=side)
+    for name, param in stepped.named_parameters():
+        torch.testing.assert_close(param.detach(), fresh_params[name].detach(), atol=1e-6, rtol=1e-5)
+
+
+def test_a_step_that_changes_no_k_reads_nothing(family, monkeypatch):
+    from explorer.weights import projection
+    from explorer.weights.projection import InPlaceProjector
+
+    model = _loaded(family, "aligned")
+    projector = InPlaceProjector(model, family)
+    projector.apply("useful", "same", "alignment", 0.5)
+    parts = []
+    original = InPlaceProjector._part
+    monkeypatch.setattr(InPlaceProjector, "_part", staticmethod(lambda *a: parts.append((*a[5:7], a[0].shape[1])) or original(*a)))
+    monkeypatch.setattr(projection, "update_tensor", lambda *a: pytest.fail("a Δk step reads a checkpoint"))
+    projector.apply("useful", "same", "alignment", 0.5)
+    assert parts == []
+    projector.apply("useful", "same", "alignment", 0.6)
+    assert parts and all(0 < high - low <= round(0.1 * rank) + 1 for low, high, rank in parts)

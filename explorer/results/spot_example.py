@@ -1,0 +1,72 @@
+"""A precomputed example spot-check, kept in a family's bundle: what the Spot-check page shows before a user
+analyses a checkpoint of their own. The example is a fine-tune the family does not include."""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from explorer.checkpoints.family import load_family
+from explorer.core.errors import ParameterError
+from explorer.core.progress import Callback
+from explorer.evaluation.evaluate import MEMBER_SCORES
+from explorer.evaluation.scores import member_scores
+from explorer.results.bundle import Bundle, write_bundle
+from explorer.weights.spotcheck import CANDIDATE, spot_check
+
+TABLES = {"summary": "spot_example_summary", "overlaps": "spot_example_overlaps", "energy": "spot_example_energy"}
+
+
+@dataclass
+class SpotExample:
+    label: str  # what the example is, in words
+    source: str
+    summary: pd.DataFrame
+    overlaps: pd.DataFrame
+    energy: pd.DataFrame
+    closest: str | None
+    values: dict[str, float]  # reference -> mean MSO at eta = 0.5
+    scores: dict | None
+    command: str
+
+
+def store_spot_example(family_path: str | Path, source: str | Path, label: str,
+                       callback: Callback | None = None) -> Path:
+    """Spot-check `source` against the family, score it like the family's members, and add the result to the
+    family's bundle (replacing an earlier example); every other result is kept."""
+    family = load_family(family_path)
+    bundle = Bundle.load(family.name)
+    changed = bundle.changed_members(family)
+    if changed:
+        raise ParameterError(f"the precomputed results of {family.name} were computed from another {changed[0]!r} "
+                             "checkpoint (its fingerprint differs): an example spot-checked against these checkpoints "
+                             "would not compare like with like")
+    check = spot_check(family, str(source), callback)
+    scores = member_scores(check.family, CANDIDATE, bundle.manifest["profile"], callback)
+    kept = {k: scores[k] for k in (*MEMBER_SCORES, *(f"{s}_ci" for s in MEMBER_SCORES), "counts", "profile")
+            if k in scores}
+    closest = check.closest()
+    tables = {path.stem: bundle.table(path.stem) for path in sorted(bundle.folder.glob("*.parquet"))}
+    tables.update({TABLES["summary"]: check.summary, TABLES["overlaps"]: check.overlaps,
+                   TABLES["energy"]: check.energy})
+    manifest = dict(bundle.manifest)
+    command = "python -m explorer " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["demo"] else \
+        f"store_spot_example({str(family_path)!r}, {str(source)!r})"
+    manifest["spot_example"] = {
+        "label": label, "source": Path(source).name, "fingerprint": check.family.store(CANDIDATE).fingerprint(),
+        "closest": closest[0] if closest else None, "values": closest[1] if closest else {}, "scores": kept,
+        "command": command, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return write_bundle(family.name, manifest, bundle.scores, tables)
+
+
+def spot_example(bundle: Bundle) -> SpotExample | None:
+    """The bundle's example spot-check, or None if it holds none."""
+    entry = bundle.manifest.get("spot_example")
+    if not isinstance(entry, dict) or not all(bundle.has(t) for t in TABLES.values()):
+        return None
+    return SpotExample(entry.get("label", "an example fine-tune"), entry.get("source", ""),
+                       *(bundle.table(TABLES[part]) for part in ("summary", "overlaps", "energy")),
+                       entry.get("closest"), entry.get("values", {}), entry.get("scores"), entry.get("command", ""))
