@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
+# Where people slide the rank control: the contaminated fine-tune's grid at every 0.05 of rho (and 0.01, 0.99).
+DENSE_FRACS := 0.01 0.05 0.1 0.15 0.2 0.25 0.3 0.35 0.4 0.45 0.5 0.55 0.6 0.65 0.7 0.75 0.8 0.85 0.9 0.95 0.99
+
 .PHONY: install browser ray app test demo precompute
 
 $(VENV)/.installed: requirements.txt
@@ -42,5 +45,7 @@ demo: install
 precompute: demo
 	$(PY) -m explorer precompute families/demo.toml --grid-variants contaminated
 	$(PY) -m explorer precompute families/demo.toml --extend
+	$(PY) -m explorer precompute families/demo.toml --extend --grid-variants contaminated --grid-fracs $(DENSE_FRACS)
+	$(PY) -m explorer demo example families/demo.toml
 	$(PY) -m explorer precompute families/demo-broad.toml --grid-variants contaminated --grid-fracs 0.25 0.5 \
 		--no-activations
