@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import time
 
@@ -174,4 +173,4 @@ if __name__ == "__main__":
         save("live-overview", overview_paint())
     else:
         main()
-    subprocess.run(["rm", "-f", str(ROOT / "benchmarks" / "results" / "streamlit.log.tmp")], check=False)
+    (ROOT / "benchmarks" / "results" / "streamlit.log.tmp").unlink(missing_ok=True)
