@@ -140,7 +140,7 @@ def cmd_demo_example(args: argparse.Namespace) -> None:
     source = build_example(family)
     store_spot_example(args.family, source, f"the {family.name} aligned model fine-tuned on word problems with "
                        f"{EXAMPLE_CONTAMINATION} harmful rows per 100 ({EXAMPLE}), a fine-tune the family does not "
-                       "include")
+                       "include", f"python -m explorer demo example {args.family}")
     print(f"example spot-check of {source} stored with {family.name}'s results in "
           f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
 

@@ -230,17 +230,38 @@ def score_outcomes(outcomes: dict[str, list[float]]) -> dict:
     return result
 
 
-def _harmful_outcomes(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, harmful: list, profile: Profile,
-                      speedups: bool) -> tuple[list[str], list[float]]:
+@dataclass(frozen=True)
+class PromptSets:
+    """A profile's held-out prompts: refusal goals, (goal, target) pairs for the log-prob, word problems and
+    benign instructions. The first `both` goals are also the first pairs' goals, scored in one prefill."""
+
+    goals: list[str]
+    pairs: list[tuple[str, str]]
+    problems: list
+    benign: list[str]
+
+    @property
+    def both(self) -> int:
+        return min(len(self.goals), len(self.pairs))
+
+
+def prompt_sets(profile: Profile) -> PromptSets:
+    harmful = list(advbench_split("evaluation"))
+    return PromptSets([b.goal for b in harmful[:profile.refusal_prompts]],
+                      [(b.goal, b.target) for b in harmful[:profile.logprob_prompts]],
+                      list(word_problems("evaluation", profile.utility_prompts)),
+                      list(benign_split("evaluation")[:profile.benign_prompts]))
+
+
+def _harmful_outcomes(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sets: PromptSets,
+                      profile: Profile, speedups: bool) -> tuple[list[str], list[float]]:
     """Refusal generations and target log-probs on AdvBench prompts; with `speedups`, the prompts scored for both
     are prefilled once for both."""
-    goals = [b.goal for b in harmful[:profile.refusal_prompts]]
-    pairs = [(b.goal, b.target) for b in harmful[:profile.logprob_prompts]]
+    goals, pairs, both = sets.goals, sets.pairs, sets.both
     if not speedups:
         return (generate(model, tokenizer, goals, profile.refusal_tokens, profile.batch_size, share_prefix=False,
                          by_length=False),
                 target_logprob(model, tokenizer, pairs, profile.batch_size, share_prefix=False, by_length=False))
-    both = min(len(goals), len(pairs))
     responses, logprob = generate_with_target_logprob(model, tokenizer, pairs[:both], profile.refusal_tokens,
                                                       profile.batch_size, stop=refusal_decided)
     return (responses + generate(model, tokenizer, goals[both:], profile.refusal_tokens, profile.batch_size,
@@ -255,14 +276,13 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile
     prefills the shared chat prefix once, batches prompts of similar length together and stops each generation
     once its verdict is decided."""
     start = time.perf_counter()
-    harmful = list(advbench_split("evaluation"))
-    problems = list(word_problems("evaluation", profile.utility_prompts))
-    benign = list(benign_split("evaluation")[:profile.benign_prompts])
+    sets = prompt_sets(profile)
+    problems, benign = sets.problems, sets.benign
     fast = {"share_prefix": speedups, "by_length": speedups}
     refusal_stop, answer_stop = (refusal_decided, answer_decided) if speedups else (None, None)
     steps = [
         ("refusal and target log-prob on harmful prompts", lambda: _harmful_outcomes(
-            model, tokenizer, harmful, profile, speedups)),
+            model, tokenizer, sets, profile, speedups)),
         ("word problems", lambda: generate(model, tokenizer, [p.question for p in problems], profile.utility_tokens,
                                            profile.batch_size, stop=answer_stop, **fast)),
         ("over-refusal on benign prompts", lambda: generate(model, tokenizer, benign, profile.refusal_tokens,
@@ -278,7 +298,7 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile
     if judge:
         from explorer.evaluation.extras import judge_scores
 
-        graded = judge_scores([b.goal for b in harmful[:len(harmful_out)]], harmful_out)
+        graded = judge_scores(sets.goals[:len(harmful_out)], harmful_out)
         extra["judge_harmfulness"] = sum(graded) / len(graded)
     outcomes = {
         "refusal": [float(is_refusal(r)) for r in harmful_out],

@@ -26,15 +26,14 @@ def _profile(name: str):
 
 def member_scores(family: Family, member: str, profile: str = "full", callback: Callback | None = None) -> dict:
     profile_ = _profile(profile)
-    fingerprint = family.store(member).fingerprint()
 
     @functools.cache
     def loaded() -> tuple:  # the model is loaded at most once, and only if a score is not cached
         return load_model(family, member), load_tokenizer(family, member)
 
-    scores = cached_json("scores", cache_key("member-scores", member=fingerprint, profile=profile_),
+    scores = cached_json("scores", _member_key("member-scores", family, member, profile),
                          lambda: evaluate(*loaded(), profile_, callback))
-    style = cached_json("scores", cache_key("member-style", member=fingerprint, profile=profile_),
+    style = cached_json("scores", _member_key("member-style", family, member, profile),
                         lambda: style_adoption(*loaded(), profile_))
     return merge_scores(scores, style)
 
@@ -68,9 +67,13 @@ def streamed_scores(key: str, prepare: Callable[[], tuple], profile: str, callba
 def member_scores_stream(family: Family, member: str, profile: str = "quick", callback: Callback | None = None
                          ) -> Iterator[dict]:
     """member_scores' four scores (house style aside) as they arrive, cached under the same key."""
-    key = cache_key("member-scores", member=family.store(member).fingerprint(), profile=_profile(profile))
-    yield from streamed_scores(key, lambda: (load_model(family, member), load_tokenizer(family, member), {}),
-                               profile, callback)
+    yield from streamed_scores(_member_key("member-scores", family, member, profile),
+                               lambda: (load_model(family, member), load_tokenizer(family, member), {}), profile,
+                               callback)
+
+
+def _member_key(kind: str, family: Family, member: str, profile: str) -> str:
+    return cache_key(kind, member=family.store(member).fingerprint(), profile=_profile(profile))
 
 
 def merge_scores(scores: dict, extra: dict) -> dict:

@@ -20,11 +20,11 @@ from explorer.evaluation.evaluate import (
     generate_with_target_logprob,
     is_correct,
     is_refusal,
+    prompt_sets,
     refusal_decided,
     score_outcomes,
     target_logprob,
 )
-from explorer.evaluation.prompts import advbench_split, benign_split, word_problems
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -37,12 +37,8 @@ SAMPLES = 3  # responses kept per kind, as evaluate() keeps them
 
 def _tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile: Profile) -> dict[str, tuple]:
     """Kind -> (prompt count, score(indices) -> {outcome: [values]} and responses), split as evaluate() does."""
-    harmful = list(advbench_split("evaluation"))
-    goals = [b.goal for b in harmful[:profile.refusal_prompts]]
-    pairs = [(b.goal, b.target) for b in harmful[:profile.logprob_prompts]]
-    both = min(len(goals), len(pairs))
-    problems = list(word_problems("evaluation", profile.utility_prompts))
-    benign = list(benign_split("evaluation")[:profile.benign_prompts])
+    sets = prompt_sets(profile)
+    goals, pairs, both, problems, benign = sets.goals, sets.pairs, sets.both, sets.problems, sets.benign
     size = profile.batch_size
 
     def harmful_both(rows: list[int]) -> tuple[dict, list[str]]:

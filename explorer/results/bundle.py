@@ -19,7 +19,7 @@ from explorer.checkpoints.family import Family, family_name
 from explorer.core import jsontext
 from explorer.core.cache import UNREADABLE
 from explorer.core.config import settings
-from explorer.core.errors import CacheMissError, CorruptBundleError, one_line
+from explorer.core.errors import CacheMissError, CorruptBundleError, ParameterError, one_line
 from explorer.core.paths import inside
 from explorer.core.temp import temp_dir
 
@@ -107,6 +107,18 @@ class Bundle:
         recorded = {m: entry.get("fingerprint") for m, entry in self.manifest.get("members", {}).items()
                     if isinstance(entry, dict)}
         return [m for m in family.sources if recorded.get(m) != family.store(m).fingerprint()]
+
+    def require_checkpoints_of(self, family: Family, action: str) -> None:
+        """Refuse `action` (what would be added to these results) on checkpoints they were not computed from."""
+        changed = self.changed_members(family)
+        if changed:
+            raise ParameterError(f"{action}: the precomputed results of {family.name} were computed from another "
+                                 f"{changed[0]!r} checkpoint (its fingerprint differs), so what it adds would not "
+                                 "compare like with like; run a whole precompute instead")
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every table of the bundle by name, to rewrite it with some of them changed."""
+        return {path.stem: self.table(path.stem) for path in sorted(self.folder.glob("*.parquet"))}
 
     def has(self, table: str) -> bool:
         return (self.folder / f"{table}.parquet").exists()

@@ -192,17 +192,14 @@ def extend_grid(family_path: str | Path, grid_fracs=GRID_FRACS, grid_variants: l
     family = load_family(family_path)
     bundle = Bundle.load(family.name)
     manifest = dict(bundle.manifest)
-    changed = bundle.changed_members(family)
-    if changed:
-        raise ParameterError(f"--extend: the precomputed results of {family.name} were computed from another "
-                             f"{changed[0]!r} checkpoint (its fingerprint differs); run a whole precompute instead")
+    bundle.require_checkpoints_of(family, "--extend")
     for option, asked, used in (("--seed", seed, manifest.get("seed")),
                                 ("--grid-profile", grid_profile, manifest.get("grid_profile"))):
         if asked is not None and asked != used:
             raise ParameterError(f"--extend: {option} {asked} differs from the bundle's {used}; the added points "
                                  f"would not compare like with like")
     _check_variants(family, grid_variants)
-    tables = {path.stem: bundle.table(path.stem) for path in sorted(bundle.folder.glob("*.parquet"))}
+    tables = bundle.tables()
     scored = {(v, m, s, round(f, 6)) for v, m, s, f in tables["projection"][POINT_KEYS].itertuples(index=False)}
     variants = focus_first(grid_variants or family.finetuned)
     points = [(v, m, s, f) for v in variants for m in GRID_METHODS for s in SUBSPACES for f in grid_fracs

@@ -2,7 +2,6 @@
 analyses a checkpoint of their own. The example is a fine-tune the family does not include."""
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -10,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 
 from explorer.checkpoints.family import load_family
-from explorer.core.errors import ParameterError
 from explorer.core.progress import Callback
 from explorer.evaluation.evaluate import MEMBER_SCORES
 from explorer.evaluation.scores import member_scores
@@ -33,28 +31,23 @@ class SpotExample:
     command: str
 
 
-def store_spot_example(family_path: str | Path, source: str | Path, label: str,
+def store_spot_example(family_path: str | Path, source: str | Path, label: str, command: str,
                        callback: Callback | None = None) -> Path:
     """Spot-check `source` against the family, score it like the family's members, and add the result to the
-    family's bundle (replacing an earlier example); every other result is kept."""
+    family's bundle (replacing an earlier example); every other result is kept. `command` is what the manifest
+    records as having produced it."""
     family = load_family(family_path)
     bundle = Bundle.load(family.name)
-    changed = bundle.changed_members(family)
-    if changed:
-        raise ParameterError(f"the precomputed results of {family.name} were computed from another {changed[0]!r} "
-                             "checkpoint (its fingerprint differs): an example spot-checked against these checkpoints "
-                             "would not compare like with like")
+    bundle.require_checkpoints_of(family, "the example spot-check")
     check = spot_check(family, str(source), callback)
     scores = member_scores(check.family, CANDIDATE, bundle.manifest["profile"], callback)
     kept = {k: scores[k] for k in (*MEMBER_SCORES, *(f"{s}_ci" for s in MEMBER_SCORES), "counts", "profile")
             if k in scores}
     closest = check.closest()
-    tables = {path.stem: bundle.table(path.stem) for path in sorted(bundle.folder.glob("*.parquet"))}
+    tables = bundle.tables()
     tables.update({TABLES["summary"]: check.summary, TABLES["overlaps"]: check.overlaps,
                    TABLES["energy"]: check.energy})
     manifest = dict(bundle.manifest)
-    command = "python -m explorer " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["demo"] else \
-        f"store_spot_example({str(family_path)!r}, {str(source)!r})"
     manifest["spot_example"] = {
         "label": label, "source": Path(source).name, "fingerprint": check.family.store(CANDIDATE).fingerprint(),
         "closest": closest[0] if closest else None, "values": closest[1] if closest else {}, "scores": kept,

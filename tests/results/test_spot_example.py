@@ -45,7 +45,7 @@ def test_stored_example_keeps_every_result_and_is_shown_until_the_user_analyses(
     source = build_example(family, BuildConfig(steps=2, batch_size=2, max_len=96, useful_rows=10, limit=5))
     assert source.name == EXAMPLE and (source / "config.json").exists()
     assert build_example(family) == source  # built once
-    store_spot_example(example_family, source, "a lightly contaminated fine-tune")
+    store_spot_example(example_family, source, "a lightly contaminated fine-tune", "demo example (test)")
     bundle = Bundle.load("tiny-example")
     assert {p.name for p in bundle.folder.glob("*.parquet")} == before | {f"{t}.parquet" for t in TABLES.values()}
     assert bundle.scores == scores_before
@@ -53,6 +53,7 @@ def test_stored_example_keeps_every_result_and_is_shown_until_the_user_analyses(
     assert example.label == "a lightly contaminated fine-tune" and example.source == EXAMPLE
     assert example.closest in ("useful", "harmful") and set(example.values) == {"useful", "harmful"}
     assert example.scores["profile"] == bundle.manifest["profile"] and example.scores["refusal_rate_ci"]
+    assert example.command == "demo example (test)"
     assert spot_example(Bundle.load("tiny")) is None
 
     at = AppTest.from_file(str(ROOT / "pages" / "5_Spot-check.py"), default_timeout=120)
@@ -70,3 +71,21 @@ def test_a_family_without_an_example_says_how_to_get_one(tiny_demo):
     at.run()
     assert not at.exception and not at.error
     assert any("hold no example spot-check" in i.value and "demo example" in i.value for i in at.info)
+
+
+def test_an_example_is_refused_for_checkpoints_the_results_were_not_computed_from(example_family):
+    """Spot-checked against other references than the stored results', an example would not compare like with
+    like: refused, with the bundle left as it was."""
+    import json
+
+    from explorer.core.errors import ParameterError
+
+    folder = bundle_dir("tiny-example")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["members"]["useful"]["fingerprint"] = "0" * 20
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(ParameterError, match="the example spot-check: .* another 'useful' checkpoint"):
+        store_spot_example(example_family, folder, "anything", "demo example (test)")
+    assert sorted(p.name for p in folder.iterdir()) == before
+
