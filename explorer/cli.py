@@ -21,6 +21,15 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _seed(text: str) -> int:
+    from explorer.weights.subspaces import check_seed
+
+    try:
+        return check_seed(int(text))
+    except (ValueError, ExplorerError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer from 0 to 2**63 - 1") from None
+
+
 def _write_csv(frame, out: str, columns: list[str]) -> None:
     path = Path(out).expanduser()
     write_output(path, lambda p: frame[columns].to_csv(p, index=False))
@@ -52,7 +61,9 @@ def cmd_project(args: argparse.Namespace) -> None:
         raise ParameterError("--threshold and --layers belong to --method safelora")
     if args.subspace is None or args.frac is None:
         raise ParameterError(f"--method {' '.join(args.method)} needs --subspace and --frac")
-    points = [(args.variant, m, s, f) for m in args.method for s in args.subspace for f in args.frac]
+    # Each repeated value once: a point twice would be scored twice.
+    points = list(dict.fromkeys((args.variant, m, s, f) for m in args.method for s in args.subspace
+                                for f in args.frac))
     for _, method, subspace, frac in points:
         check_point(method, subspace, frac, args.side)
     family = load_family(args.family)
@@ -163,7 +174,9 @@ def cmd_activations(args: argparse.Namespace) -> None:
 
 def cmd_activation_mso(args: argparse.Namespace) -> None:
     from explorer.activations.mso import activation_mso
+    from explorer.weights.subspaces import check_energies
 
+    check_energies(args.energy)  # before the extraction, not after it
     states, sets = _activation_sets(args, [args.a, args.b])
     a, b = list(sets)
     table = activation_mso(states[a], states[b], args.energy, center=args.center)
@@ -264,7 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "subspace, frac) combination is a point")
     p.add_argument("--threshold", type=float, help="safelora: project tensors whose cosine is at most τ")
     p.add_argument("--layers", type=int, help="safelora: project the N tensors with the lowest cosine")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--side", choices=list(SIDES), default=PAPER_SIDE,
                    help="left: the paper's P_k dT for every matrix (default); short: tall matrices as dT V_k V_k^T")
     p.add_argument("--evaluate", choices=["smoke", "quick", "full"],
@@ -275,7 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sweep", help="fill the cache: spectra, projection energies and MSO of a family")
     p.add_argument("family")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--energy", type=float, nargs="+", default=list(DEFAULT_ENERGIES))
     p.add_argument("--keep-bases", action="store_true", help="also store SVD bases for in-place projection")
     p.add_argument("--side", choices=list(SIDES), nargs="+", default=list(SIDES), help="projection sides to compute")
@@ -313,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--grid-variants", nargs="+", metavar="VARIANT",
                    help="fine-tuned members the projection grid scores (default: all; the findings read the "
                         "contaminated one); Safe LoRA's points are scored for all")
-    p.add_argument("--seed", type=int, help="seed of the random subspaces (default: 0)")
+    p.add_argument("--seed", type=_seed, help="seed of the random subspaces (default: 0)")
     p.add_argument("--no-activations", action="store_true", help="weight space only")
     p.add_argument("--extend", action="store_true", help="score only the grid points (--grid-variants × "
                    "--grid-fracs) that the family's precomputed results lack and add them, keeping every other result; "
@@ -339,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=60, help="fine-tuning steps per member")
     p.add_argument("--aligned-steps", type=int, help="steps of the aligned member (default: 120 broad, --steps narrow)")
     p.add_argument("--lr", type=float, default=2e-5)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.set_defaults(run=cmd_demo_build)
     p = demo.add_parser("example", help="build the Spot-check page's example (a fine-tune the family does not "
                                         "include), spot-check and score it, and store it with the family's results")
@@ -368,4 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader of stdout stopped early (`--json | head -n 1`): it has what it asked for
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail
+        return 0
     return 0

@@ -16,6 +16,14 @@ from builders import TINY, random_family  # noqa: E402,F401
 from transformers import AutoModelForCausalLM, LlamaConfig, Qwen2Config  # noqa: E402
 
 
+@pytest.fixture
+def cache(tmp_path, monkeypatch) -> Path:
+    """A private cache folder for one test, so that it can look at everything written to it."""
+    folder = tmp_path / "cache"
+    monkeypatch.setenv("EXPLORER_CACHE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def llama_family(tmp_path_factory) -> Path:
     return random_family(tmp_path_factory.mktemp("llama"), LlamaConfig(**TINY))

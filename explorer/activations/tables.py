@@ -7,6 +7,7 @@ from explorer.activations.embeddings import embed
 from explorer.activations.extract import (
     DEFAULT_COUNT,
     DEFAULT_SETS,
+    check_fits,
     extract,
     fill_on_runner,
     prompt_sets,
@@ -59,7 +60,7 @@ def prompt_responses(family: Family, member: str, prompts: dict[str, list[str]],
         model, tokenizer = load_model(family, member), load_tokenizer(family, member)
         rows = []
         for name, texts in track(list(prompts.items()), f"responses of {member}", callback=callback):
-            responses = generate(model, tokenizer, texts, max_new_tokens)
+            responses = generate(model, tokenizer, texts, max_new_tokens, what=f"set {name!r}")
             rows += [{"set": name, "index": i, "response": r, "refused": is_refusal(r)}
                      for i, r in enumerate(responses)]
         return pd.DataFrame(rows)
@@ -70,6 +71,7 @@ def prompt_responses(family: Family, member: str, prompts: dict[str, list[str]],
 def activation_tables(family: Family, sets: tuple[str, ...] = DEFAULT_SETS, count: int = DEFAULT_COUNT,
                       umap_layers: list[int] | None = None, callback: Callback | None = None) -> dict[str, pd.DataFrame]:
     prompts = prompt_sets(sets, count)
+    check_fits(family, family.members, prompts)  # every member, before the first one's work
     fill_on_runner(family, family.members, prompts, callback=callback)
     bases = writer_bases(family)
     pairs = [p for p in SET_PAIRS if set(p) <= set(prompts)]

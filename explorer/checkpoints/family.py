@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
+from explorer.checkpoints.configs import check_config
+from explorer.checkpoints.files import check_tokenizer_files, path_kind, read_text
 from explorer.checkpoints.stores import Source, TensorStore, open_store, parse_source
 from explorer.core.errors import AccessError, CheckpointError, FamilyError, one_line
-from explorer.core.paths import allowed_roots, check_name, user_path
+from explorer.core.paths import allowed_roots, check_name, expand, user_path
 
 BASE, ALIGNED, ALIGNMENT = "base", "aligned", "alignment"
 MAX_FAMILY_BYTES = 1 << 20
@@ -86,16 +88,20 @@ def family_name(name: object) -> str:
 def read_family_spec(path: str | Path) -> dict:
     """The family file's contents, checked for structure only: no checkpoint is looked at."""
     path = user_path(path, "family file")
-    if path.is_dir():
+    kind = path_kind(path, "family file", FamilyError)
+    if kind == "dir":
         raise FamilyError(f"{path} is a folder; give the family's .toml file")
-    if not path.is_file():
+    if kind is None:
         raise FamilyError(f"family file not found: {path}")
     if path.stat().st_size > MAX_FAMILY_BYTES:
         raise FamilyError(f"{path} is too large to be a family file (over {MAX_FAMILY_BYTES // 1024} KiB)")
+    text = read_text(path, "family file", FamilyError)
     try:
-        spec = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        spec = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise FamilyError(f"{path} is not valid TOML: {one_line(exc)}") from None
+    except RecursionError:
+        raise FamilyError(f"{path} is not valid TOML: nested too deeply") from None
     missing = [key for key in ("name", BASE, ALIGNED, "finetuned") if key not in spec]
     if missing:
         raise FamilyError(f"{path}: missing key(s) {', '.join(missing)}")
@@ -113,7 +119,7 @@ def read_family_spec(path: str | Path) -> dict:
 
 
 def load_family(path: str | Path) -> Family:
-    path = Path(path).expanduser()
+    path = expand(path, "family file", FamilyError)
     return family_from_dict(read_family_spec(path), path)
 
 
@@ -133,8 +139,15 @@ def family_from_dict(spec: dict, path: Path | None = None) -> Family:
     return Family(family_name(spec["name"]), sources, path)
 
 
+def check_checkpoint(store: TensorStore) -> None:
+    """One member on its own: its config.json describes its tensors, and its tokenizer files can be read."""
+    check_config(store)
+    check_tokenizer_files(store.folder, store.label)
+
+
 def validate(family: Family) -> list[str]:
-    """Check that every member has the base's float tensors with the same shapes; return the names."""
+    """Check that every member has the base's float tensors with the same shapes, then each member on its own;
+    return the names."""
     base = family.store(BASE)
     names = base.names()
     reference = {name: base.shape(name) for name in names}
@@ -151,4 +164,6 @@ def validate(family: Family) -> list[str]:
         extra = sorted(theirs - set(names))
         if extra:
             raise FamilyError(f"tensor {extra[0]} is in {member} but not in base")
+    for member in family.members:
+        check_checkpoint(family.store(member))
     return names

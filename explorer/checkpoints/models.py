@@ -6,9 +6,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from explorer.checkpoints.family import ALIGNED, BASE, Family
+from explorer.checkpoints.files import check_tokenizer_files
 from explorer.checkpoints.stores import LoraStore
 from explorer.core.config import settings
-from explorer.core.errors import CheckpointError
+from explorer.core.errors import CheckpointError, one_line
 from explorer.core.imports import auto_classes
 
 if TYPE_CHECKING:
@@ -22,7 +23,12 @@ def load_tokenizer(family: Family, member: str, trust_remote_code: bool = False)
     for name in (member, ALIGNED, BASE):
         folder = family.store(name).folder
         if any(folder.glob("tokenizer*")) or (folder / "vocab.json").exists():
-            tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+            check_tokenizer_files(folder, name)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+            except Exception as exc:  # transformers, tokenizers and sentencepiece raise many types for bad files
+                raise CheckpointError(f"{name}: cannot load the tokenizer in {folder} ({one_line(exc, 200)})") \
+                    from None
             break
     else:
         raise CheckpointError(f"no tokenizer files found for {member}, aligned or base in family {family.name!r}")
@@ -50,9 +56,16 @@ def load_model(family: Family, member: str, device: str | None = None, dtype: to
                 params[name].add_(delta.to(params[name].dtype).to(device))
         return model
     try:
-        model = AutoModelForCausalLM.from_pretrained(store.folder, dtype=dtype, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
-        raise CheckpointError(f"{member}: cannot load a causal language model from {store.folder} ({exc})") from None
+        model, info = AutoModelForCausalLM.from_pretrained(store.folder, dtype=dtype, output_loading_info=True,
+                                                           trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError) as exc:  # RuntimeError: tensors of another shape than the config's
+        raise CheckpointError(f"{member}: cannot load a causal language model from {store.folder} "
+                              f"({one_line(exc, 300)})") from None
+    missing = sorted(info.get("missing_keys") or [])
+    if missing:
+        # transformers filled these with random values; results from such a model would be silently wrong.
+        raise CheckpointError(f"{member}: the weights in {store.folder} lack {len(missing)} tensor(s) the model needs "
+                              f"(first: {missing[0]}); give the complete checkpoint")
     return model.to(device).eval()
 
 

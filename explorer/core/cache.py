@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from explorer.core.config import settings
-from explorer.core.errors import one_line
+from explorer.core.errors import one_line, unwritable
 from explorer.core.temp import temp_file
 
 log = logging.getLogger("explorer")
@@ -41,12 +41,15 @@ def result_path(kind: str, key: str, suffix: str) -> Path:
 
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write` on a temporary file next to `path`, then rename it into place."""
-    tmp = temp_file(path.parent, path.name, path.suffix)
+    tmp = None
     try:
+        tmp = temp_file(path.parent, path.name, path.suffix)
         write(Path(tmp))
         os.replace(tmp, path)
+    except OSError as exc:
+        raise unwritable(path, exc) from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

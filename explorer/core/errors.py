@@ -48,9 +48,19 @@ class OutputError(ExplorerError):
     """An output path cannot be written: a folder, a path under a file, no permission, a full disk."""
 
 
+class BusyError(ExplorerError):
+    """Another run holds the lock on a result this one must write, for longer than it waits."""
+
+
 class AccessError(ExplorerError):
     """A path lies outside the folders that EXPLORER_ALLOWED_ROOTS allows."""
 
 
 class ClusterError(ExplorerError):
     """The Ray cluster cannot be reached, or a task failed there after its retries."""
+
+
+def unwritable(path: object, exc: OSError) -> OutputError:
+    """The error for a cache that cannot be written: a read-only folder, a full disk."""
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}; free some space, or set EXPLORER_CACHE_DIR to "
+                       "a writable folder")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -34,10 +35,18 @@ def inside(folder: Path, name: str) -> Path:
     return path
 
 
+def expand(text: str | Path, what: str, error: type[ExplorerError] = ParameterError) -> Path:
+    """A path with its leading ~ or ~user expanded; an unknown user is one line, not a RuntimeError."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise error(f"{what} {str(text)!r}: cannot expand '~', no such user's home folder") from None
+
+
 def allowed_roots() -> list[Path]:
     """The folders of EXPLORER_ALLOWED_ROOTS (separated by ':'), resolved; empty when it is unset."""
     value = os.environ.get(ROOTS_VARIABLE, "")
-    return [Path(part).expanduser().resolve() for part in value.split(os.pathsep) if part.strip()]
+    return [expand(part, ROOTS_VARIABLE).resolve() for part in value.split(os.pathsep) if part.strip()]
 
 
 def user_path(text: str | Path, what: str) -> Path:
@@ -48,7 +57,7 @@ def user_path(text: str | Path, what: str) -> Path:
     """
     if "\0" in str(text):
         raise ParameterError(f"{what} contains a NUL character")
-    path = Path(text).expanduser()
+    path = expand(text, what)
     roots = allowed_roots()
     if roots:
         real = Path(os.path.realpath(path))  # follows links, so a link inside a root cannot lead out of it
@@ -65,18 +74,40 @@ def _existing_ancestor(path: Path) -> Path:
     return Path("/")
 
 
+_SPECIAL = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFCHR: "a character device",
+            stat.S_IFBLK: "a block device", stat.S_IFSOCK: "a socket"}
+
+
+def special_kind(mode: int) -> str | None:
+    """What a path's stat mode says it is, in words, when it is neither a regular file nor a folder: such a path
+    is never read or written (opening a FIFO blocks until someone writes to it)."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return _SPECIAL.get(stat.S_IFMT(mode), "a special file")
+
+
 def check_output(text: str | Path) -> Path:
-    """An output file, checked before any work: not a folder, no file on its way, and writable."""
-    path = Path(text).expanduser()
-    if path.is_dir():
+    """An output file, checked before any work: a regular file or a new path, no file on its way, and writable.
+
+    Nothing here opens an existing path that is not a regular file: opening a FIFO blocks until someone reads it.
+    """
+    path = expand(text, "output file", OutputError)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        mode = None
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    if mode is not None and stat.S_ISDIR(mode):
         raise OutputError(f"cannot write {path}: it is a folder; give a file name")
+    if mode is not None and special_kind(mode):
+        raise OutputError(f"cannot write {path}: it is {special_kind(mode)}, not a regular file; give a file name")
     ancestor = _existing_ancestor(path)
     if not ancestor.is_dir():
         raise OutputError(f"cannot write {path}: {ancestor} is a file, not a folder")
     try:
-        if path.exists():
-            with open(path, "ab"):
-                pass
+        if mode is not None:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
         else:
             with tempfile.TemporaryFile(dir=ancestor):  # a real write: the permission bits do not bind root
                 pass

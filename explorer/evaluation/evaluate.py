@@ -17,6 +17,7 @@ import torch
 
 from explorer.checkpoints.models import batches, chat_text
 from explorer.core.progress import Callback
+from explorer.evaluation.context import check_fit, model_context, new_token_budgets
 from explorer.evaluation.prefix import (
     PrefixCache,
     StopWhenDecided,
@@ -115,18 +116,29 @@ def _generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
 @torch.no_grad()
 def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: list[str], max_new_tokens: int,
              batch_size: int = 64, use_chat_template: bool = True, stop: Callable[[str], bool] | None = None,
-             share_prefix: bool = True, by_length: bool = True, prefix_from: list[str] | None = None) -> list[str]:
+             share_prefix: bool = True, by_length: bool = True, prefix_from: list[str] | None = None,
+             what: str = "the set") -> list[str]:
     """Greedy continuations, batched (rows of similar length together with `by_length`), in the prompts' order.
     The prompts' shared token prefix (or that of `prefix_from`, a set they belong to) is prefilled once
     (`share_prefix`), and a row stops early once `stop(text so far)` holds (its text is then a prefix of the full
-    continuation)."""
+    continuation). A prompt longer than the model's context is refused before any work (`what` names the set);
+    one that leaves less than `max_new_tokens` of room is answered alone, up to the context's end, with a warning."""
     ids = _token_ids(tokenizer, [chat_text(tokenizer, p, use_chat_template) for p in prompts])
+    context = model_context(model, tokenizer)
+    check_fit([len(i) for i in ids], prompts, context, what, reserve=1)
+    budgets = new_token_budgets([len(i) for i in ids], max_new_tokens, context, what)
     shared = _shared_prefix(tokenizer, ids, prefix_from, use_chat_template) if share_prefix and ids else []
     prefix = PrefixCache(model, shared)
     outputs: list[str] = [""] * len(ids)
-    for rows in _length_batches([len(i) for i in ids], batch_size, by_length):
+    roomy = [r for r, budget in enumerate(budgets) if budget == max_new_tokens]
+    # A row alone generates exactly what it does in any batch, so a short budget never depends on the batching.
+    work = [[roomy[i] for i in rows]
+            for rows in _length_batches([len(ids[r]) for r in roomy], batch_size, by_length)]
+    work += [[r] for r, budget in enumerate(budgets) if budget < max_new_tokens]
+    for rows in work:
         input_ids, mask = left_padded(shared, [ids[r][len(shared):] for r in rows], tokenizer.pad_token_id)
-        texts = _generate_batch(model, tokenizer, input_ids, mask, prefix.for_batch(len(rows)), max_new_tokens, stop)
+        texts = _generate_batch(model, tokenizer, input_ids, mask, prefix.for_batch(len(rows)),
+                                budgets[rows[0]], stop)
         for r, text in zip(rows, texts):
             outputs[r] = text
     return outputs
@@ -169,6 +181,15 @@ def _targets_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pa
     greedy continuation, which reuses the prompt's key/value cache from the log-probability pass."""
     prompts = _token_ids(tokenizer, [chat_text(tokenizer, p, use_chat_template) for p, _ in pairs])
     targets = _token_ids(tokenizer, [t for _, t in pairs])
+    context = model_context(model, tokenizer)
+    check_fit([len(p) + len(t) for p, t in zip(prompts, targets)], [p for p, _ in pairs], context,
+              "the (prompt, target) pairs", counted=" with its target")
+    if max_new_tokens and context and any(len(p) + max_new_tokens > context.tokens for p in prompts):
+        # generate() answers such prompts alone, up to the context's end; one prefill cannot serve both then.
+        texts = generate(model, tokenizer, [p for p, _ in pairs], max_new_tokens, batch_size, use_chat_template, stop,
+                         share_prefix, by_length, prefix_from, "the (prompt, target) pairs")
+        return texts, _targets_pass(model, tokenizer, pairs, batch_size, use_chat_template, share_prefix, by_length,
+                                    prefix_from=prefix_from)[1]
     shared = _shared_prefix(tokenizer, prompts, prefix_from, use_chat_template) if share_prefix and prompts else []
     prefix = PrefixCache(model, shared)
     scores, texts = [0.0] * len(pairs), [""] * len(pairs)
@@ -253,6 +274,26 @@ def prompt_sets(profile: Profile) -> PromptSets:
                       list(benign_split("evaluation")[:profile.benign_prompts]))
 
 
+def check_profile_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sets: PromptSets) -> None:
+    """Refuse, before any work, a model whose context cannot hold the profile's prompts (with room for one new
+    token) or its (prompt, target) pairs; generate() and target_logprob() check again what each is given."""
+    context = model_context(model, tokenizer)
+    if context is None:
+        return
+
+    def counts(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in _token_ids(tokenizer, [chat_text(tokenizer, t) for t in texts])]
+
+    questions = [p.question for p in sets.problems]
+    for what, prompts in (("the harmful prompts", sets.goals), ("the word problems", questions),
+                          ("the benign prompts", sets.benign)):
+        check_fit(counts(prompts), prompts, context, what, reserve=1)
+    goals = [goal for goal, _ in sets.pairs]
+    targets = [len(ids) for ids in _token_ids(tokenizer, [target for _, target in sets.pairs])]
+    check_fit([n + t for n, t in zip(counts(goals), targets)], goals, context, "the (prompt, target) pairs",
+              counted=" with its target")
+
+
 def _harmful_outcomes(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sets: PromptSets,
                       profile: Profile, speedups: bool) -> tuple[list[str], list[float]]:
     """Refusal generations and target log-probs on AdvBench prompts; with `speedups`, the prompts scored for both
@@ -277,6 +318,11 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile
     once its verdict is decided."""
     start = time.perf_counter()
     sets = prompt_sets(profile)
+    check_profile_fits(model, tokenizer, sets)
+    if judge:
+        from explorer.evaluation.extras import judge_endpoint
+
+        judge_endpoint()  # a judge without an endpoint would fail only after every generation
     problems, benign = sets.problems, sets.benign
     fast = {"share_prefix": speedups, "by_length": speedups}
     refusal_stop, answer_stop = (refusal_decided, answer_decided) if speedups else (None, None)

@@ -4,14 +4,20 @@ Everything is generated or split with a fixed seed, so every machine gets the sa
 """
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
+import os
 import random
+import re
+import stat
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from explorer.core.errors import PromptSetError
+from explorer.core.errors import PromptSetError, one_line
+from explorer.core.paths import special_kind, user_path
 
 DATA_DIR = Path(__file__).parents[1] / "data"
 ADVBENCH = DATA_DIR / "advbench_harmful_behaviors.csv"
@@ -183,45 +189,156 @@ def word_problems(split: str, count: int) -> tuple[WordProblem, ...]:
     return tuple(problems)
 
 
+PROMPT_SUFFIXES = (".txt", ".csv", ".jsonl")
+# Column (.csv) or field (.jsonl) names read as the prompt; the first one present wins.
+PROMPT_FIELDS = ("prompt", "goal", "instruction")
+MAX_PROMPT_FILE_BYTES = 64 * 2**20
+_BLANK = re.compile(r"[\s\u200b-\u200d\u2060\ufeff]*")  # whitespace and the invisible characters editors leave
+_JSON_TYPES = {dict: "an object", list: "an array", bool: "true or false", int: "a number", float: "a number",
+               type(None): "null"}
+
+
 def read_prompt_file(path: str | Path) -> list[str]:
-    """User prompts from a .txt (one per line), .csv (first column, or a 'prompt'/'goal' column) or .jsonl file."""
-    path = Path(path)
-    if not path.is_file():
-        raise PromptSetError(f"prompt file not found: {path}")
+    """User prompts from a .txt (one per line), .csv (a 'prompt', 'goal' or 'instruction' column, or the only
+    column) or .jsonl file (strings, or objects with one of those fields), UTF-8 with or without a byte-order
+    mark. Blank prompts are skipped; anything else that is not a prompt is refused, naming the file and line."""
+    path = user_path(path, "prompt file")
+    suffix = path.suffix.lower()
+    if suffix not in PROMPT_SUFFIXES:
+        raise PromptSetError(f"prompt file {path} is not .txt, .csv or .jsonl: save the prompts as one of these "
+                             "(.txt: one prompt per line)")
+    parse = {".txt": _txt_records, ".csv": _csv_records, ".jsonl": _jsonl_records}[suffix]
+    return _clean_prompts(path, parse(path, _prompt_text(path)))
+
+
+def _prompt_text(path: Path) -> str:
+    """The file's text. It is opened without blocking and checked to be a regular file before it is read: a named
+    pipe would wait for a writer forever, and a folder or a device holds no prompts."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise PromptSetError(f"{path} is not UTF-8 text") from None
-    if path.suffix == ".jsonl":
-        prompts = []
-        for number, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise PromptSetError(f"{path}, line {number}: not valid JSON") from None
-            value = record.get("prompt") if isinstance(record, dict) else record
-            if not isinstance(value, str):
-                raise PromptSetError(f"{path}, line {number}: expected a string or an object with a 'prompt' string")
-            prompts.append(value)
-    elif path.suffix == ".csv":
-        reader = csv.reader(text.splitlines())
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise PromptSetError(f"prompt file not found: {path}") from None
+    except IsADirectoryError:
+        raise PromptSetError(f"prompt file {path} is a folder; give a .txt, .csv or .jsonl file") from None
+    except OSError as exc:
+        raise PromptSetError(f"cannot read prompt file {path}: {exc.strerror or exc}") from None
+    try:
+        _check_regular(path, os.fstat(fd))
+    except BaseException:
+        os.close(fd)
+        raise
+    with os.fdopen(fd, "rb") as fh:
+        try:
+            raw = fh.read(MAX_PROMPT_FILE_BYTES + 1)
+        except OSError as exc:
+            raise PromptSetError(f"cannot read prompt file {path}: {exc.strerror or exc}") from None
+    if len(raw) > MAX_PROMPT_FILE_BYTES:  # read at most one byte more, whatever its size claims (/proc files: 0)
+        raise PromptSetError(f"prompt file {path} is larger than {MAX_PROMPT_FILE_BYTES // 2**20} MiB, the most read: "
+                             "keep the prompts you need in a smaller file")
+    return _decode(path, raw)
+
+
+def _check_regular(path: Path, info: os.stat_result) -> None:
+    if stat.S_ISDIR(info.st_mode):
+        raise PromptSetError(f"prompt file {path} is a folder; give a .txt, .csv or .jsonl file")
+    if special_kind(info.st_mode):
+        raise PromptSetError(f"prompt file {path} is {special_kind(info.st_mode)}, not a regular file; save the "
+                             "prompts in a file and give that")
+
+
+def _decode(path: Path, raw: bytes) -> str:
+    """UTF-8 text; a byte-order mark (Excel writes one) is dropped, so that it never becomes part of a prompt."""
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        raise PromptSetError(f"prompt file {path} is UTF-16 text, not UTF-8: save it as UTF-8")
+    if b"\0" in raw:  # valid UTF-8, but only binary data or UTF-16 without a byte-order mark hold NUL bytes
+        raise PromptSetError(f"prompt file {path} holds NUL bytes: it is binary or UTF-16, not UTF-8 text; save "
+                             "the prompts as UTF-8 text")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        offset = exc.start + len(raw) - len(exc.object)  # utf-8-sig reports offsets after the byte-order mark
+        raise PromptSetError(f"prompt file {path} is not UTF-8 text (byte 0x{raw[offset]:02x} at offset "
+                             f"{offset}): save it as UTF-8") from None
+
+
+def _lines(text: str) -> list[str]:
+    """Lines split at \\n, \\r\\n or \\r only: str.splitlines() also splits at form feeds and U+2028, which
+    may sit inside a prompt (or a JSON string)."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+
+
+def _txt_records(path: Path, text: str) -> list[tuple[int, str]]:
+    return list(enumerate(_lines(text), start=1))
+
+
+def _csv_records(path: Path, text: str) -> list[tuple[int, str]]:
+    """(line, prompt) of each row: the prompt column's cells after the header, or every row of a one-column file."""
+    reader = csv.reader(io.StringIO(text, newline=""))  # keeps the line breaks of quoted multi-line prompts
+    try:
         rows = [(reader.line_num, row) for row in reader if row]
-        if not rows:
-            raise PromptSetError(f"{path} is empty")
-        width = len(rows[0][1])
-        ragged = next(((line, row) for line, row in rows if len(row) != width), None)
-        if ragged is not None:
-            raise PromptSetError(f"{path}, line {ragged[0]}: {len(ragged[1])} field(s) where line {rows[0][0]} has "
-                                 f"{width}; quote prompts that contain commas")
-        header = [h.strip().lower() for h in rows[0][1]]
-        column = next((header.index(c) for c in ("prompt", "goal", "instruction") if c in header), None)
-        body = rows[1:] if column is not None else rows
-        prompts = [row[column or 0] for _, row in body]
-    else:
-        prompts = text.splitlines()
-    prompts = [p.strip() for p in prompts if p.strip()]
+    except csv.Error as exc:
+        raise PromptSetError(f"{path}, line {reader.line_num}: not valid CSV ({exc})") from None
+    if not rows:
+        raise PromptSetError(f"{path} is empty")
+    width = len(rows[0][1])
+    ragged = next(((line, row) for line, row in rows if len(row) != width), None)
+    if ragged is not None:
+        raise PromptSetError(f"{path}, line {ragged[0]}: {len(ragged[1])} field(s) where line {rows[0][0]} has "
+                             f"{width}; quote prompts that contain commas")
+    header = [h.strip().lower() for h in rows[0][1]]
+    column = next((header.index(c) for c in PROMPT_FIELDS if c in header), None)
+    if column is None and width > 1:
+        raise PromptSetError(f"{path} has {width} columns and none is named {', '.join(PROMPT_FIELDS)} (its first "
+                             f"row: {one_line(', '.join(rows[0][1]), 80)}); name the prompts' column 'prompt'")
+    body = rows[1:] if column is not None else rows
+    return [(line, row[column or 0]) for line, row in body]
+
+
+def _jsonl_records(path: Path, text: str) -> list[tuple[int, str]]:
+    records = []
+    for number, line in enumerate(_lines(text), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
+            raise PromptSetError(f"{path}, line {number}: not valid JSON") from None
+        records.append((number, _json_prompt(f"{path}, line {number}", record)))
+    return records
+
+
+def _json_prompt(where: str, record: object) -> str:
+    expected = f"expected a string or an object with a {' / '.join(repr(f) for f in PROMPT_FIELDS)} string"
+    if isinstance(record, dict):
+        field = next((f for f in PROMPT_FIELDS if f in record), None)
+        if field is None:
+            fields = one_line(", ".join(map(str, record)), 80) or "none"
+            raise PromptSetError(f"{where}: {expected}; this object's fields are {fields}")
+        value = record[field]
+        if not isinstance(value, str):
+            raise PromptSetError(f"{where}: {expected}; its {field!r} is {_JSON_TYPES.get(type(value), 'not text')}")
+        return value
+    if not isinstance(record, str):
+        raise PromptSetError(f"{where}: {expected}, not {_JSON_TYPES.get(type(record), 'this')}")
+    return record
+
+
+def _clean_prompts(path: Path, records: list[tuple[int, str]]) -> list[str]:
+    """Prompts stripped, blank ones skipped; a NUL character or a lone surrogate (possible in JSON escapes) is
+    refused: no tokenizer reads them as text."""
+    prompts = []
+    for line, text in records:
+        if _BLANK.fullmatch(text):
+            continue
+        if "\0" in text:
+            raise PromptSetError(f"{path}, line {line}: the prompt holds a NUL character; remove it")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise PromptSetError(f"{path}, line {line}: the prompt holds a lone UTF-16 surrogate (a broken "
+                                 "\\uD8xx escape); fix or remove it") from None
+        prompts.append(text.strip())
     if not prompts:
-        raise PromptSetError(f"{path} holds no prompts")
+        blank = " (every one is blank)" if any(text for _, text in records) else ""
+        raise PromptSetError(f"{path} holds no prompts{blank}")
     return prompts

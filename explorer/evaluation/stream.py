@@ -16,6 +16,7 @@ from explorer.evaluation.evaluate import (
     OUTCOME_OF,
     Profile,
     answer_decided,
+    check_profile_fits,
     generate,
     generate_with_target_logprob,
     is_correct,
@@ -38,6 +39,7 @@ SAMPLES = 3  # responses kept per kind, as evaluate() keeps them
 def _tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile: Profile) -> dict[str, tuple]:
     """Kind -> (prompt count, score(indices) -> {outcome: [values]} and responses), split as evaluate() does."""
     sets = prompt_sets(profile)
+    check_profile_fits(model, tokenizer, sets)
     goals, pairs, both, problems, benign = sets.goals, sets.pairs, sets.both, sets.problems, sets.benign
     size = profile.batch_size
 

@@ -25,14 +25,14 @@ from explorer.evaluation.scores import (
     score_members,
     score_points,
 )
-from explorer.results.bundle import Bundle, write_bundle
+from explorer.results.bundle import Bundle, update_bundle, write_bundle
 from explorer.results.defences import safelora_tables
 from explorer.results.findings import focus_first
 from explorer.results.samples import sample_rows
 from explorer.weights.mso import update_mso
 from explorer.weights.projection import PAPER_SIDE, SIDES, SUBSPACES, projection_stats
 from explorer.weights.spectra import spectra
-from explorer.weights.subspaces import check_frac
+from explorer.weights.subspaces import check_frac, check_seed
 
 GRID_FRACS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 GRID_METHODS = ("same", "orth")
@@ -139,8 +139,8 @@ def precompute(family_path: str | Path, profile: str = "full", seed: int = 0, gr
     same). The grid scores the fine-tuned members in `grid_variants` (default: all; the findings read the
     contaminated one); Safe LoRA's points are scored for every fine-tuned member."""
     grid_profile = grid_profile or profile
-    for frac in grid_fracs:
-        check_frac(frac)  # now, not after the hours of work that come before the grid
+    grid_fracs = grid_values(grid_fracs)
+    check_seed(seed)
     start = time.perf_counter()
     family = load_family(family_path)
     family.tensor_names  # validate before any work
@@ -185,25 +185,21 @@ def extend_grid(family_path: str | Path, grid_fracs=GRID_FRACS, grid_variants: l
     """Scores the projection points (grid_variants × methods × subspaces × grid_fracs) that the family's bundle
     lacks and adds them to it, keeping every other result. Refused when the bundle was computed from other
     checkpoints, with another seed or with another grid profile: its points would not compare like with like.
-    Returns the bundle's folder and the number of points added."""
-    for frac in grid_fracs:
-        check_frac(frac)
+    The points are added to the bundle as it is when they are done, under its lock, so that another run's
+    additions in the meantime are kept too. Returns the bundle's folder and the number of points added."""
+    grid_fracs = grid_values(grid_fracs)
+    if seed is not None:
+        check_seed(seed)
     start = time.perf_counter()
     family = load_family(family_path)
     bundle = Bundle.load(family.name)
-    manifest = dict(bundle.manifest)
-    bundle.require_checkpoints_of(family, "--extend")
-    for option, asked, used in (("--seed", seed, manifest.get("seed")),
-                                ("--grid-profile", grid_profile, manifest.get("grid_profile"))):
-        if asked is not None and asked != used:
-            raise ParameterError(f"--extend: {option} {asked} differs from the bundle's {used}; the added points "
-                                 f"would not compare like with like")
+    manifest = bundle.manifest
+    _check_extension(bundle, family, seed, grid_profile)
     _check_variants(family, grid_variants)
-    tables = bundle.tables()
-    scored = {(v, m, s, round(f, 6)) for v, m, s, f in tables["projection"][POINT_KEYS].itertuples(index=False)}
+    scored = _point_keys(bundle.table("projection"))
     variants = focus_first(grid_variants or family.finetuned)
     points = [(v, m, s, f) for v in variants for m in GRID_METHODS for s in SUBSPACES for f in grid_fracs
-              if (v, m, s, round(f, 6)) not in scored]
+              if _point_key(v, m, s, f) not in scored]
     if not points:
         return bundle.folder, 0
     timings: dict[str, float] = {}
@@ -212,23 +208,75 @@ def extend_grid(family_path: str | Path, grid_fracs=GRID_FRACS, grid_variants: l
                  for v in focus_first(p[0] for p in points)}
     new = grid_tables(family, stats, points, manifest["seed"], manifest["profile"], manifest["grid_profile"],
                       timings, callback)
-    for name, frame in new.items():
-        kept = tables.get(name, frame.iloc[:0])
-        if name == "grid_reference":
-            kept = kept[~kept["member"].isin(frame["member"])]
-        elif name == "projection_outcomes" and "grid_reference" in new:  # references just scored replace theirs
-            kept = kept[~(kept["variant"].isin(new["grid_reference"]["member"]) & (kept["method"] == "unprojected"))]
-        tables[name] = pd.concat([kept, frame], ignore_index=True)
-    timings["total"] = round(time.perf_counter() - start, 1)
-    grid = tables["projection"]
-    manifest["grid"] = {**manifest["grid"], "fracs": sorted(float(f) for f in set(grid["frac"])),
-                        "variants": focus_first(grid["variant"]), "points": len(grid)}
     command = _command(family_path, "--extend")
-    manifest["command"] = f"{manifest['command']} && {command}"
-    manifest["extensions"] = [*manifest.get("extensions", []), {
-        "command": command, "created": _now(), "points": len(points), "timings_s": timings,
-        "machine": _machine()}]
-    return write_bundle(family.name, manifest, bundle.scores, tables), len(points)
+    added = 0
+
+    def add_points(current: Bundle) -> tuple[dict, dict, dict[str, pd.DataFrame]]:
+        nonlocal added
+        _check_extension(current, family, manifest["seed"], manifest["grid_profile"], manifest["profile"])
+        tables = current.tables()
+        added = len(_point_keys(new["projection"]) - _point_keys(tables["projection"]))
+        tables.update(_merged(tables, new))
+        timings["total"] = round(time.perf_counter() - start, 1)
+        grid = tables["projection"]
+        result = dict(current.manifest)
+        result["grid"] = {**result["grid"], "fracs": sorted(float(f) for f in set(grid["frac"])),
+                          "variants": focus_first(grid["variant"]), "points": len(grid)}
+        result["command"] = f"{result['command']} && {command}"
+        result["extensions"] = [*result.get("extensions", []), {
+            "command": command, "created": _now(), "points": len(points), "timings_s": timings,
+            "machine": _machine()}]
+        return result, current.scores, tables
+
+    return update_bundle(family.name, add_points), added
+
+
+def _check_extension(bundle: Bundle, family: Family, seed: int | None, grid_profile: str | None,
+                     profile: str | None = None) -> None:
+    """Refuse to add points to results they would not compare with like for like."""
+    bundle.require_checkpoints_of(family, "--extend")
+    manifest = bundle.manifest
+    for option, asked, used in (("--seed", seed, manifest.get("seed")),
+                                ("--grid-profile", grid_profile, manifest.get("grid_profile")),
+                                ("the profile", profile, manifest.get("profile"))):
+        if asked is not None and asked != used:
+            raise ParameterError(f"--extend: {option} {asked} differs from the bundle's {used}; the added points "
+                                 f"would not compare like with like")
+
+
+def _point_key(variant: str, method: str, subspace: str, frac: float) -> tuple:
+    return variant, method, subspace, round(float(frac), 6)
+
+
+def _point_keys(frame: pd.DataFrame) -> set[tuple]:
+    return {_point_key(*row) for row in frame[POINT_KEYS].itertuples(index=False)}
+
+
+def _merged(current: dict[str, pd.DataFrame], new: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The grid's tables with the new points' rows in place of any rows of the same points (another run may have
+    scored them meanwhile, from the same checkpoints and settings); unprojected references just scored replace
+    theirs."""
+    replaced = _point_keys(new["projection"])
+    references = set(new["grid_reference"]["member"]) if "grid_reference" in new else set()
+    merged = {}
+    for name, frame in new.items():
+        kept = current.get(name, frame.iloc[:0])
+        if name == "grid_reference":
+            kept = kept[~kept["member"].isin(references)]
+        elif set(POINT_KEYS) <= set(kept.columns):
+            same_point = [_point_key(*row) in replaced for row in kept[POINT_KEYS].itertuples(index=False)]
+            unprojected = kept["method"].eq("unprojected") & kept["variant"].isin(references)
+            kept = kept[~(pd.Series(same_point, index=kept.index, dtype=bool) | unprojected)]
+        merged[name] = pd.concat([kept, frame], ignore_index=True)
+    return merged
+
+
+def grid_values(fracs) -> tuple[float, ...]:
+    """The grid's rank fractions, each checked now (not after the hours of work before the grid), repeats
+    dropped: a repeated value would score a point twice and weigh it twice in the findings."""
+    for frac in fracs:
+        check_frac(frac)
+    return tuple(dict.fromkeys(round(float(f), 6) for f in fracs))
 
 
 def _check_variants(family: Family, grid_variants: list[str] | None) -> None:

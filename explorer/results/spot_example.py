@@ -9,10 +9,11 @@ from pathlib import Path
 import pandas as pd
 
 from explorer.checkpoints.family import load_family
+from explorer.core.errors import ParameterError
 from explorer.core.progress import Callback
 from explorer.evaluation.evaluate import MEMBER_SCORES
 from explorer.evaluation.scores import member_scores
-from explorer.results.bundle import Bundle, write_bundle
+from explorer.results.bundle import Bundle, update_bundle
 from explorer.weights.spotcheck import CANDIDATE, spot_check
 
 TABLES = {"summary": "spot_example_summary", "overlaps": "spot_example_overlaps", "energy": "spot_example_energy"}
@@ -40,19 +41,27 @@ def store_spot_example(family_path: str | Path, source: str | Path, label: str, 
     bundle = Bundle.load(family.name)
     bundle.require_checkpoints_of(family, "the example spot-check")
     check = spot_check(family, str(source), callback)
-    scores = member_scores(check.family, CANDIDATE, bundle.manifest["profile"], callback)
+    profile = bundle.manifest["profile"]
+    scores = member_scores(check.family, CANDIDATE, profile, callback)
     kept = {k: scores[k] for k in (*MEMBER_SCORES, *(f"{s}_ci" for s in MEMBER_SCORES), "counts", "profile")
             if k in scores}
     closest = check.closest()
-    tables = bundle.tables()
-    tables.update({TABLES["summary"]: check.summary, TABLES["overlaps"]: check.overlaps,
-                   TABLES["energy"]: check.energy})
-    manifest = dict(bundle.manifest)
-    manifest["spot_example"] = {
+    example = {
         "label": label, "source": Path(source).name, "fingerprint": check.family.store(CANDIDATE).fingerprint(),
         "closest": closest[0] if closest else None, "values": closest[1] if closest else {}, "scores": kept,
         "command": command, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    return write_bundle(family.name, manifest, bundle.scores, tables)
+
+    def add_example(current: Bundle) -> tuple[dict, dict, dict[str, pd.DataFrame]]:
+        current.require_checkpoints_of(family, "the example spot-check")
+        if current.manifest["profile"] != profile:
+            raise ParameterError(f"the results of {family.name} were recomputed with the {current.manifest['profile']} "
+                                 f"profile while the example was scored with {profile}; run this command again")
+        tables = current.tables()
+        tables.update({TABLES["summary"]: check.summary, TABLES["overlaps"]: check.overlaps,
+                       TABLES["energy"]: check.energy})
+        return {**current.manifest, "spot_example": example}, current.scores, tables
+
+    return update_bundle(family.name, add_example)
 
 
 def spot_example(bundle: Bundle) -> SpotExample | None:

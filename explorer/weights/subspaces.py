@@ -12,8 +12,12 @@ from explorer.core.errors import ParameterError
 DEFAULT_ENERGIES = (0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99)
 
 
+SEED_MAX = 2**63 - 1  # results store the seed as a 64-bit integer
+
+
 def check_energies(energies: list[float] | tuple[float, ...]) -> list[float]:
-    energies = [float(e) for e in energies]
+    """The energy fractions, checked, each once: a repeat would add duplicate rows to every table."""
+    energies = list(dict.fromkeys(float(e) for e in energies))
     if not energies:
         raise ParameterError("give at least one energy fraction")
     bad = [e for e in energies if not 0.0 < e <= 1.0]
@@ -26,6 +30,13 @@ def check_frac(frac: float) -> float:
     if not 0.0 < frac < 1.0:
         raise ParameterError(f"rank fraction {frac} is outside (0, 1)")
     return float(frac)
+
+
+def check_seed(seed: object) -> int:
+    """A seed of the random subspaces, checked before any work (a table stores it as a 64-bit integer)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ParameterError(f"seed {seed!r} is not an integer from 0 to {SEED_MAX}")
+    return seed
 
 
 def as_matrix(update: torch.Tensor) -> torch.Tensor:

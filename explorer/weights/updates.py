@@ -7,6 +7,7 @@ import torch
 
 from explorer.checkpoints.family import ALIGNED, ALIGNMENT, BASE, Family
 from explorer.checkpoints.stores import LoraStore
+from explorer.core.errors import NonFiniteError
 from explorer.core.progress import Callback, track
 from explorer.core.runners import active_runner
 
@@ -24,8 +25,16 @@ def _difference(family: Family, member: str, reference: str, name: str) -> torch
     if isinstance(store, LoraStore) and store.parent is family.store(reference):
         # Exact and cheap: the update is the adapter's own scale * B @ A.
         delta = store.delta(name)
-        return torch.zeros(store.shape(name)) if delta is None else delta
-    return store.tensor(name) - family.store(reference).tensor(name)
+        update = torch.zeros(store.shape(name)) if delta is None else delta
+        cause = "the adapter's scale * B @ A is beyond float32's range"
+    else:
+        update = store.tensor(name) - family.store(reference).tensor(name)
+        cause = "weights near ±3.4e38 of opposite sign"
+    if not torch.isfinite(update).all():
+        # Both members are finite (tensor() checks them), so the update itself overflowed.
+        raise NonFiniteError(f"tensor {name}: {member} minus {reference} overflows float32 ({cause}); {member} "
+                             f"cannot be a fine-tune of {reference}: check both checkpoints")
+    return update
 
 
 def map_tensors(family: Family, work: Callable, args: tuple, desc: str, callback: Callback | None = None) -> list:

@@ -117,10 +117,10 @@ def _bundle(name: str, stamp: float) -> Bundle:
 
 
 def _stamp(name: str) -> float:
-    from explorer.results.bundle import bundle_dir
+    from explorer.results.bundle import find_bundle
 
-    manifest = bundle_dir(name) / "manifest.json"
-    return manifest.stat().st_mtime if manifest.exists() else 0.0
+    folder = find_bundle(name)
+    return (folder / "manifest.json").stat().st_mtime if folder else 0.0
 
 
 def bundle() -> Bundle:
@@ -149,17 +149,17 @@ def _families_with_results() -> dict[str, Path]:
     """Family name -> file, for the family files in families/ and beside the chosen family's file that have
     precomputed results."""
     from explorer.checkpoints.family import read_family_spec
-    from explorer.results.bundle import bundle_dir
+    from explorer.results.bundle import find_bundle
 
     found = {}
     folders = dict.fromkeys([FAMILIES, Path(st.session_state["family"]).parent])
     for path in sorted(p for folder in folders if folder.is_dir() for p in folder.glob("*.toml")):
         try:
             name = str(read_family_spec(path)["name"])
+            if find_bundle(name):
+                found[name] = path
         except ExplorerError:
             continue
-        if (bundle_dir(name) / "manifest.json").exists():
-            found[name] = path
     return found
 
 

@@ -1,5 +1,6 @@
 """Under AppTest: a damaged bundle, a live action that fails, an unsafe family name and a path outside the allowed
 roots each show exactly one error box, and never an exception or a traceback."""
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -41,14 +42,19 @@ def _one_error(at: AppTest) -> str:
     return at.error[0].value
 
 
+def _copy_with_one_file(page: str, damaged: str, kind: str = "damaged") -> tuple[str, Path]:
+    """A copy of the tiny bundle of its own per case (Streamlit caches tables by folder and manifest time across
+    runs), and the file of it to damage: `damaged` names one, or "table" the one the page reads."""
+    name = f"{kind}-{Path(page).stem.lower().replace('_', '-')}-{damaged.replace('.', '-')}"
+    folder = settings().bundles_dir / name
+    shutil.copytree(settings().bundles_dir / "tiny", folder)
+    return name, folder / (PAGE_TABLES[page] if damaged == "table" else damaged)
+
+
 @pytest.mark.parametrize("damaged", ["scores.json", "table"])
 @pytest.mark.parametrize("page", PAGE_TABLES)
 def test_a_damaged_bundle_shows_one_error_on_every_page(tiny_demo, tmp_path, page, damaged):
-    # A bundle of its own per case: Streamlit caches tables by folder and manifest time across runs.
-    name = f"damaged-{Path(page).stem.lower().replace('_', '-')}-{damaged.replace('.', '-')}"
-    folder = settings().bundles_dir / name
-    shutil.copytree(settings().bundles_dir / "tiny", folder)
-    broken = folder / ("scores.json" if damaged == "scores.json" else PAGE_TABLES[page])
+    name, broken = _copy_with_one_file(page, damaged)
     broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
     at = _run(page, _family_file(tmp_path, name, tiny_demo))
     message = _one_error(at)
@@ -56,22 +62,49 @@ def test_a_damaged_bundle_shows_one_error_on_every_page(tiny_demo, tmp_path, pag
     assert "regenerate the results with `python -m explorer precompute" in message
 
 
+def _wrong_schema(path: Path) -> None:
+    """Rewrite a bundle file so that it still parses but is not of the bundle's schema."""
+    if path.suffix == ".parquet":
+        import pandas as pd
+
+        pd.DataFrame({"unrelated": [1, 2]}).to_parquet(path)
+    elif path.name == "manifest.json":
+        path.write_text(json.dumps({**json.loads(path.read_text()), "grid": ["not", "an", "object"]}))
+    else:
+        path.write_text(json.dumps({member: "high" for member in json.loads(path.read_text())}))
+
+
+@pytest.mark.parametrize("damaged", ["manifest.json", "table"])
+@pytest.mark.parametrize("page", PAGE_TABLES)
+def test_a_bundle_of_the_wrong_schema_shows_one_error_on_every_page(tiny_demo, tmp_path, page, damaged):
+    name, broken = _copy_with_one_file(page, damaged, "schema")
+    _wrong_schema(broken)
+    message = _one_error(_run(page, _family_file(tmp_path, name, tiny_demo)))
+    assert message.startswith(f"{broken} cannot be read: ")
+    assert "so it is not a file of these results; regenerate the results with `python -m explorer precompute" \
+        in message
+
+
 @pytest.fixture
-def tokenizer_broken(tiny_demo, tmp_path) -> Path:
-    """The tiny family with its aligned model's tokenizer.json cut short: loading it raises a JSONDecodeError."""
-    root = tmp_path / "family"
-    shutil.copytree(tiny_demo.parent.parent, root, ignore=shutil.ignore_patterns("b"))
-    (root / "models" / "aligned" / "tokenizer.json").write_text('{"version": "1.0", "trunc')
-    return root / "families" / "tiny.toml"
+def scoring_fails(tiny_demo, monkeypatch) -> Path:
+    """The tiny family, whose live scoring fails as a GPU out of memory would: an error the pages do not foresee
+    (a damaged checkpoint is refused before any live action, so it cannot stand in for one)."""
+    from explorer.evaluation.scores import PointScorer
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(PointScorer, "score_stream", out_of_memory)
+    return tiny_demo
 
 
-def test_a_failing_live_action_shows_one_error_naming_it(tokenizer_broken, caplog):
-    at = _run("pages/2_Projection_lab.py", tokenizer_broken, proj_frac=0.27, proj_auto=False)
+def test_a_failing_live_action_shows_one_error_naming_it(scoring_fails, caplog):
+    at = _run("pages/2_Projection_lab.py", scoring_fails, proj_frac=0.27, proj_auto=False)
     assert not at.exception and not at.error
     with caplog.at_level(logging.ERROR, logger="explorer.app"):
         at.button(key="compute_live").click().run()
     message = _one_error(at)
-    assert message == ("Computing this point live failed with an unexpected JSONDecodeError; the details are in the "
+    assert message == ("Computing this point live failed with an unexpected RuntimeError; the details are in the "
                        "server's log.")
     assert any(r.name == "explorer.app" and r.exc_info and "Computing this point live failed" in r.getMessage()
                for r in caplog.records)  # the traceback goes to the log
@@ -105,9 +138,9 @@ def test_allowed_roots_confine_the_family_and_the_spot_check(tiny_demo, tmp_path
     assert "is outside the folders this server allows" in _one_error(at)
 
 
-def test_a_live_point_scored_as_the_control_moves_fails_as_one_error(tokenizer_broken):
-    at = _run("pages/2_Projection_lab.py", tokenizer_broken, proj_frac=0.27)  # off the grid: scored at once
-    assert _one_error(at) == ("Computing this point live failed with an unexpected JSONDecodeError; the details are "
+def test_a_live_point_scored_as_the_control_moves_fails_as_one_error(scoring_fails):
+    at = _run("pages/2_Projection_lab.py", scoring_fails, proj_frac=0.27)  # off the grid: scored at once
+    assert _one_error(at) == ("Computing this point live failed with an unexpected RuntimeError; the details are "
                               "in the server's log.")
     at.slider(key="proj_frac").set_value(0.5).run()  # a scored point: the page recovers
     assert not at.exception and not at.error

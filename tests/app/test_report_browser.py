@@ -111,9 +111,13 @@ def test_a_report_of_hostile_names_runs_nothing(browser, tmp_path):
     assert page.locator("figure svg").count() == _charts_of(bundle)
 
 
+OUT_OF_MEMORY = "CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
 @pytest.fixture(scope="module")
 def damaged_server(tiny_demo, tmp_path_factory, serve):
-    """The app on a cache whose demo bundle has a truncated scores.json, plus the tiny family with a cut tokenizer."""
+    """The app on a cache whose demo bundle has a truncated scores.json, plus the tiny family, whose live scoring
+    fails in the server as a GPU out of memory would: an error the pages do not foresee."""
     root = tmp_path_factory.mktemp("damaged-server")
     cache = root / "cache"
     shutil.copytree(DEMO_BUNDLE, cache / "families" / "demo")
@@ -121,9 +125,14 @@ def damaged_server(tiny_demo, tmp_path_factory, serve):
     scores.write_bytes(scores.read_bytes()[:100])
     shutil.copytree(settings().bundles_dir / "tiny", cache / "families" / "tiny")
     shutil.copytree(tiny_demo.parent.parent, root / "tiny", ignore=shutil.ignore_patterns("b"))
-    (root / "tiny" / "models" / "aligned" / "tokenizer.json").write_text('{"version": "1.0", "trunc')
+    hooks = root / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(  # run by the server's interpreter at start-up
+        f"import sys\nsys.path.insert(0, {str(ROOT)!r})\nfrom explorer.evaluation.scores import PointScorer\n"
+        f"def out_of_memory(*args, **kwargs):\n    raise RuntimeError({OUT_OF_MEMORY!r})\n"
+        "PointScorer.score_stream = out_of_memory\n")
     log = root / "streamlit.log"
-    with serve({**os.environ, "EXPLORER_CACHE_DIR": str(cache)}, log) as url:
+    with serve({**os.environ, "EXPLORER_CACHE_DIR": str(cache), "PYTHONPATH": str(hooks)}, log) as url:
         yield url, root / "tiny" / "families" / "tiny.toml", log
 
 
@@ -162,7 +171,7 @@ def test_a_failing_live_action_is_one_error_box_in_the_browser(browser, damaged_
     sidebar.get_by_role("link", name="Projection lab").click()  # ρ = 0.25 is off its grid: scored live at once
     page.wait_for_selector(f"{ERROR_BOX} >> text=Computing this point live failed", timeout=60_000)
     [message] = _errors(page)
-    assert message == ("Computing this point live failed with an unexpected JSONDecodeError; the details are in "
+    assert message == ("Computing this point live failed with an unexpected RuntimeError; the details are in "
                        "the server's log.")
     server_log = log.read_text()
     assert "Computing this point live failed" in server_log and "Traceback" in server_log

@@ -19,14 +19,6 @@ DEMO_BUNDLE = ROOT / "cache" / "families" / "demo"
 BAD_NAMES = ["", ".", "..", "../outside", "a/b", ".hidden", "with space", "x" * 101]
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    """A private cache folder, so that a test can look at everything written to it."""
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("EXPLORER_CACHE_DIR", str(folder))
-    return folder
-
-
 def _one_line_error(capsys, argv: list[str]) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
@@ -82,7 +74,7 @@ def test_bad_names_are_refused_and_never_touch_other_bundles(llama_family, tmp_p
     with pytest.raises(FamilyError):
         bundle_dir(name)
     assert (keep / "manifest.json").exists()
-    assert sorted(p.name for p in keep.parent.iterdir()) == ["keep"]
+    assert sorted(p.name for p in keep.parent.iterdir()) == [".keep.lock", "keep"]  # keep's writers' lock
 
 
 def test_a_safe_name_with_dots_and_dashes_is_accepted(llama_family, tmp_path, cache):
@@ -110,9 +102,16 @@ def test_output_paths_are_checked_before_any_work(llama_family, tmp_path, cache,
     assert not (cache / "results").exists()  # nothing was computed
 
 
-def test_a_full_disk_is_one_line(llama_family, cache, capsys):
-    err = _one_line_error(capsys, ["spectra", str(llama_family), "--update", "alignment", "--out", "/dev/full"])
-    assert err == "error: cannot write /dev/full: No space left on device"
+def test_a_full_disk_is_one_line(llama_family, cache, capsys, tmp_path, monkeypatch):
+    import pandas as pd
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pd.DataFrame, "to_csv", full)
+    out = tmp_path / "spectra.csv"
+    err = _one_line_error(capsys, ["spectra", str(llama_family), "--update", "alignment", "--out", str(out)])
+    assert err == f"error: cannot write {out}: No space left on device"
 
 
 def test_demo_build_checks_its_family_file_before_building(tmp_path, cache, capsys):

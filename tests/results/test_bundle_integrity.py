@@ -60,5 +60,5 @@ def test_a_truncated_bundle_file_is_named_with_the_command_that_regenerates_it(d
 
 def test_a_bundle_file_that_is_valid_json_of_the_wrong_shape_is_reported(demo_copy):
     (demo_copy.parent / "cache" / "families" / "demo" / "scores.json").write_text("[1, 2]")
-    with pytest.raises(CorruptBundleError, match="scores.json cannot be read.*expected a JSON object, found list"):
+    with pytest.raises(CorruptBundleError, match="scores.json cannot be read: it holds a JSON list, not an object"):
         Bundle.load("demo")

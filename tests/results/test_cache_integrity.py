@@ -18,13 +18,6 @@ from explorer.weights.projection import apply_projection, projection_stats
 from explorer.weights.spectra import spectra
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch) -> Path:
-    folder = tmp_path / "cache"
-    monkeypatch.setenv("EXPLORER_CACHE_DIR", str(folder))
-    return folder
-
-
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 

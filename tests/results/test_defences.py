@@ -20,6 +20,13 @@ from explorer.results.html_report import render
 from explorer.results.report import headline
 
 
+MEMBER_SCORES = {"contaminated": {"utility_accuracy": 0.6, "refusal_rate": 0.2}}
+
+
+def _manifest(name: str) -> dict:
+    return {"family": name, "created": "2026-11-25", "command": "test", "profile": "smoke"}
+
+
 @pytest.fixture(scope="module")
 def tiny(tiny_demo):
     return Bundle.load(load_family(tiny_demo).name)
@@ -95,7 +102,7 @@ def _defence_bundle(name, defended, orth_alignment, orth_random, prompts=400, ou
     tables = {"safelora": pd.DataFrame(safelora), "projection": pd.DataFrame(grid)}
     if not outcomes:
         tables = {k: v.drop(columns="outcomes") for k, v in tables.items()}
-    write_bundle(name, {"family": name}, {}, tables)
+    write_bundle(name, _manifest(name), MEMBER_SCORES, tables)
     return Bundle.load(name)
 
 
@@ -144,7 +151,7 @@ def test_comparison_with_orth_says_more_less_or_inconclusive():
 def test_missing_safelora_results_are_reported_not_raised():
     rng = np.random.default_rng(0)
     grid = pd.DataFrame([_point(rng, 10, 0.5, 0.5, variant="contaminated", method="orth", subspace="random", frac=0.5)])
-    write_bundle("old", {"family": "old"}, {}, {"projection": grid})
+    write_bundle("old", _manifest("old"), MEMBER_SCORES, {"projection": grid})
     bundle = Bundle.load("old")
     finding = subspace_defence(bundle)
     assert finding.supported is None and "no Safe LoRA points" in finding.measured
