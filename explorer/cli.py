@@ -156,6 +156,29 @@ def cmd_demo_example(args: argparse.Namespace) -> None:
           f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
 
 
+def cmd_spot_check(args: argparse.Namespace) -> int:
+    from explorer.results.report import model_entry
+    from explorer.results.spot_verdict import spot_verdict
+    from explorer.weights.spotcheck import CANDIDATE, spot_check
+
+    family = load_family(args.family)
+    check = spot_check(family, args.checkpoint)
+    verdict = spot_verdict(check.matrices, check.references)
+    report = {"family": family.name, "candidate": args.checkpoint, **verdict.as_dict(),
+              "energy": check.energy.to_dict("records")}
+    if args.evaluate:
+        from explorer.evaluation.scores import member_scores
+
+        report["scores"] = model_entry(member_scores(check.family, CANDIDATE, args.evaluate))
+    if args.json:
+        print(jsontext.dumps(report))
+    else:
+        print(verdict.sentence().replace("**", ""))
+        for scores in [report["scores"]] if args.evaluate else []:
+            print("scores: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float)))
+    return 3 if verdict.resembles in args.fail_on else 0
+
+
 def _activation_sets(args: argparse.Namespace, specs: list[str]) -> tuple:
     from explorer.activations.extract import extract, prompt_sets
 
@@ -247,6 +270,7 @@ def ray_option(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from explorer.results.precompute import GRID_FRACS
     from explorer.weights.projection import PAPER_SIDE, SIDES
+    from explorer.weights.spotcheck import REFERENCES
 
     parser = _Parser(prog="python -m explorer", description="Safety-subspace analyses of a checkpoint family.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -285,6 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     ray_option(p)
     p.set_defaults(run=cmd_project)
+
+    p = sub.add_parser("spot-check", help="which reference fine-tune of the family a new checkpoint resembles, if "
+                                          "any (exit 3 with --fail-on when it resembles one named)")
+    p.add_argument("family")
+    p.add_argument("checkpoint", help="a folder, hub id or LoRA adapter fine-tuned from the family's aligned model")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--evaluate", choices=["smoke", "quick", "full"], help="also score it with this profile")
+    p.add_argument("--fail-on", nargs="+", default=[], choices=list(REFERENCES), metavar="NAME",
+                   help="exit 3 when the checkpoint resembles one of these references (useful, harmful)")
+    ray_option(p)
+    p.set_defaults(run=cmd_spot_check)
 
     p = sub.add_parser("sweep", help="fill the cache: spectra, projection energies and MSO of a family")
     p.add_argument("family")
@@ -372,9 +407,9 @@ def main(argv: list[str] | None = None) -> int:
             from explorer.distributed.cluster import connect
 
             with connect(address):
-                args.run(args)
+                code = args.run(args)
         else:
-            args.run(args)
+            code = args.run(args)
     except ExplorerError as exc:
         print(f"error: {one_line(exc, 1000)}", file=sys.stderr)
         return 2
@@ -384,4 +419,4 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader of stdout stopped early (`--json | head -n 1`): it has what it asked for
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # so that the exit's flush cannot fail
         return 0
-    return 0
+    return code or 0

@@ -33,12 +33,10 @@ if submitted and family is not None:
             st.stop()
     bar.empty()
 
-def _show(closest: tuple[str, dict[str, float]] | None, overlaps, energy, summary, download_key: str) -> None:
+def _show(verdict, overlaps, energy, summary, download_key: str) -> None:
     """The verdict and charts of a spot-check (the user's, or the precomputed example)."""
-    if closest:
-        name, values = closest
-        st.success(f"Its update overlaps most with the **{name}** fine-tune's update (mean MSO at η = 0.5: "
-                   + ", ".join(f"{k} {v:.3f}" for k, v in values.items()) + ").")
+    if verdict is not None and verdict.references:
+        (st.success if verdict.resembles else st.info)(verdict.sentence())
     left, right = st.columns(2)
     with left:
         st.markdown("**Overlap with the family's updates**")
@@ -61,7 +59,9 @@ def _scores(candidate: dict, label: str, profile_text: str) -> None:
 
 result = st.session_state.get("spot_result")
 if result is not None:
-    _show(result.closest(), result.overlaps, result.energy, result.summary, "dl_spot")
+    from explorer.results.spot_verdict import spot_verdict
+
+    _show(spot_verdict(result.matrices, result.references), result.overlaps, result.energy, result.summary, "dl_spot")
     compared = (f"The candidate is scored with the quick profile; the references with the "
                 f"{bundle.manifest['profile']} profile.")
     if ui.live_button("Score it (quick profile)", "spot_score", family, problem):
@@ -92,8 +92,7 @@ else:
         st.subheader("An example, precomputed")
         st.markdown(f"Until you analyse a checkpoint of your own, this is the spot-check of **{example.label}** "
                     f"(`{example.source}`).")
-        _show((example.closest, example.values) if example.closest else None, example.overlaps, example.energy,
-              example.summary, "dl_spot_example")
+        _show(example.verdict, example.overlaps, example.energy, example.summary, "dl_spot_example")
         if example.scores:
             profile = example.scores.get("profile", bundle.manifest["profile"])
             _scores(example.scores, "example", f"The example and the references are all scored with the "

@@ -16,9 +16,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 def _default_cache_dir() -> Path:
     """EXPLORER_CACHE_DIR; else cache/ of a checkout (beside app.py), else the user's cache folder for an
-    installed package (its site-packages is no place for checkpoints). An empty variable counts as unset."""
-    if os.environ.get("EXPLORER_CACHE_DIR"):
-        return Path(os.environ["EXPLORER_CACHE_DIR"]).expanduser()
+    installed package (its site-packages is no place for checkpoints). An empty or blank variable counts as unset."""
+    if os.environ.get("EXPLORER_CACHE_DIR", "").strip():
+        return Path(os.environ["EXPLORER_CACHE_DIR"].strip()).expanduser()
     if (PROJECT_ROOT / "app.py").is_file():
         return PROJECT_ROOT / "cache"
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "subspace-explorer"

@@ -9,11 +9,12 @@ from pathlib import Path
 import pandas as pd
 
 from explorer.checkpoints.family import load_family
-from explorer.core.errors import ParameterError
+from explorer.core.errors import CorruptBundleError, ParameterError
 from explorer.core.progress import Callback
 from explorer.evaluation.evaluate import MEMBER_SCORES
 from explorer.evaluation.scores import member_scores
 from explorer.results.bundle import Bundle, update_bundle
+from explorer.results.spot_verdict import SpotVerdict, spot_verdict
 from explorer.weights.spotcheck import CANDIDATE, spot_check
 
 TABLES = {"summary": "spot_example_summary", "overlaps": "spot_example_overlaps", "energy": "spot_example_energy"}
@@ -26,8 +27,7 @@ class SpotExample:
     summary: pd.DataFrame
     overlaps: pd.DataFrame
     energy: pd.DataFrame
-    closest: str | None
-    values: dict[str, float]  # reference -> mean MSO at eta = 0.5
+    verdict: SpotVerdict | None
     scores: dict | None
     command: str
 
@@ -45,10 +45,9 @@ def store_spot_example(family_path: str | Path, source: str | Path, label: str, 
     scores = member_scores(check.family, CANDIDATE, profile, callback)
     kept = {k: scores[k] for k in (*MEMBER_SCORES, *(f"{s}_ci" for s in MEMBER_SCORES), "counts", "profile")
             if k in scores}
-    closest = check.closest()
     example = {
         "label": label, "source": Path(source).name, "fingerprint": check.family.store(CANDIDATE).fingerprint(),
-        "closest": closest[0] if closest else None, "values": closest[1] if closest else {}, "scores": kept,
+        "verdict": spot_verdict(check.matrices, check.references).as_dict(), "scores": kept,
         "command": command, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
     def add_example(current: Bundle) -> tuple[dict, dict, dict[str, pd.DataFrame]]:
@@ -69,6 +68,12 @@ def spot_example(bundle: Bundle) -> SpotExample | None:
     entry = bundle.manifest.get("spot_example")
     if not isinstance(entry, dict) or not all(bundle.has(t) for t in TABLES.values()):
         return None
+    try:
+        verdict = SpotVerdict.from_dict(entry["verdict"]) if entry.get("verdict") else None
+    except (KeyError, TypeError, IndexError) as exc:
+        raise CorruptBundleError(f"{bundle.folder / 'manifest.json'}: its spot_example's verdict cannot be read "
+                                 f"({exc!r}); run `{entry.get('command', 'python -m explorer demo example')}` again") \
+            from None
     return SpotExample(entry.get("label", "an example fine-tune"), entry.get("source", ""),
                        *(bundle.table(TABLES[part]) for part in ("summary", "overlaps", "energy")),
-                       entry.get("closest"), entry.get("values", {}), entry.get("scores"), entry.get("command", ""))
+                       verdict, entry.get("scores"), entry.get("command", ""))

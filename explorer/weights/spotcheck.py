@@ -23,15 +23,11 @@ class SpotCheck:
     summary: pd.DataFrame  # spectrum statistics of the candidate's update
     overlaps: pd.DataFrame  # mean MSO over weight matrices against eta, per reference update
     energy: pd.DataFrame  # energy kept against rho in each subspace
+    matrices: pd.DataFrame  # MSO of each weight matrix at ETA, per reference (what a verdict rests on)
 
-    def closest(self) -> tuple[str, dict[str, float]] | None:
-        """The reference fine-tune whose update overlaps the candidate's most (eta = 0.5), with all values."""
-        at = self.overlaps[np.isclose(self.overlaps["energy_frac"], ETA) & self.overlaps["reference"].isin(REFERENCES)]
-        at = at.dropna(subset=["mso"])  # a reference that left every matrix unchanged has no subspace
-        if at.empty:
-            return None
-        values = dict(zip(at["reference"], at["mso"]))
-        return max(values, key=values.get), values
+    @property
+    def references(self) -> list[str]:
+        return [r for r in REFERENCES if r in self.family.updates]
 
 
 def spot_check(family: Family, spec: str, callback: Callback | None = None) -> SpotCheck:
@@ -40,8 +36,11 @@ def spot_check(family: Family, spec: str, callback: Callback | None = None) -> S
     validate(extended)
     summary = summarize(spectra(extended, CANDIDATE, callback))
     references = [r for r in (*REFERENCES, "alignment") if r in extended.updates]
-    tables = update_mso(extended, [(CANDIDATE, r) for r in references], callback=callback)
-    overlaps = pd.concat([t[t["cols"] > 1].groupby("energy_frac", as_index=False)[["mso", "mso_random"]].mean()
-                          .assign(reference=b) for (_, b), t in tables.items()], ignore_index=True)
+    tables = {b: t[t["cols"] > 1] for (_, b), t in  # weight matrices; vectors have no subspace to speak of
+              update_mso(extended, [(CANDIDATE, r) for r in references], callback=callback).items()}
+    overlaps = pd.concat([t.groupby("energy_frac", as_index=False)[["mso", "mso_random"]].mean().assign(reference=b)
+                          for b, t in tables.items()], ignore_index=True)
+    matrices = pd.concat([t.loc[np.isclose(t["energy_frac"], ETA), ["group", "mso", "mso_random"]].assign(reference=b)
+                          for b, t in tables.items()], ignore_index=True)
     energy = projection_stats(extended, CANDIDATE, callback=callback).energy_curve(np.round(np.arange(0.05, 1.0, 0.05), 2))
-    return SpotCheck(extended, summary, overlaps, energy)
+    return SpotCheck(extended, summary, overlaps, energy, matrices)

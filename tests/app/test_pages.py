@@ -190,7 +190,7 @@ def test_spot_check_of_a_family_member(tiny_demo):
     at.text_input(key="spot_spec").input(str(tiny_demo.parent.parent / "models" / "harmful"))
     at.button[0].click().run()
     assert not at.exception and not at.error
-    assert any("overlaps most with the **harmful**" in s.value for s in at.success)
+    assert any("It resembles the **harmful** fine-tune" in s.value for s in at.success)  # itself
     assert len(_charts(at)) == 3
     at.button(key="spot_score").click().run()  # scores stream, then stay
     assert not at.exception and not at.error and len(_charts(at)) == 4

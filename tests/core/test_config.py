@@ -7,8 +7,9 @@ from explorer.core import config
 def test_cache_dir_of_a_checkout_an_installed_package_and_an_empty_variable(monkeypatch, tmp_path):
     monkeypatch.setenv("EXPLORER_CACHE_DIR", str(tmp_path / "mine"))
     assert config.Settings().cache_dir == tmp_path / "mine"
-    monkeypatch.setenv("EXPLORER_CACHE_DIR", "")  # empty counts as unset, never the current folder
-    assert config.Settings().cache_dir == config.PROJECT_ROOT / "cache"
+    for unset in ("", "   "):  # empty or blank counts as unset, never a folder relative to the current one
+        monkeypatch.setenv("EXPLORER_CACHE_DIR", unset)
+        assert config.Settings().cache_dir == config.PROJECT_ROOT / "cache"
     installed = tmp_path / "site-packages"
     installed.mkdir()
     monkeypatch.setattr(config, "PROJECT_ROOT", installed)  # no app.py beside the package

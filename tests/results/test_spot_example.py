@@ -51,7 +51,8 @@ def test_stored_example_keeps_every_result_and_is_shown_until_the_user_analyses(
     assert bundle.scores == scores_before
     example = spot_example(bundle)
     assert example.label == "a lightly contaminated fine-tune" and example.source == EXAMPLE
-    assert example.closest in ("useful", "harmful") and set(example.values) == {"useful", "harmful"}
+    assert example.verdict.resembles in ("useful", "harmful", None)
+    assert [r.reference for r in example.verdict.references] == ["useful", "harmful"]
     assert example.scores["profile"] == bundle.manifest["profile"] and example.scores["refusal_rate_ci"]
     assert example.command == "demo example (test)"
     assert spot_example(Bundle.load("tiny")) is None
@@ -61,7 +62,7 @@ def test_stored_example_keeps_every_result_and_is_shown_until_the_user_analyses(
     at.run()
     assert not at.exception and not at.error
     assert "An example, precomputed" in [h.value for h in at.subheader]
-    assert any(f"overlaps most with the **{example.closest}**" in s.value for s in at.success)
+    assert any(example.verdict.sentence() == box.value for box in [*at.success, *at.info])
     assert len(at.get("vega_lite_chart")) == 4  # overlap, energy, effective rank, scores
 
 
