@@ -45,8 +45,8 @@ class SpotVerdict:
     matrices: int
 
     def sentence(self) -> str:
-        values = ", ".join(f"{r.reference} {r.mso:.3f} ({r.lift:.1f}x its random baseline of {r.baseline:.3f})"
-                           for r in self.references)
+        values = ", ".join(f"{r.reference} {r.mso:.3f} ({r.lift:.1f}x its random baseline of {r.baseline:.3f}"
+                           f"{_interval(r.lift_ci, '.1f', 'x')})" for r in self.references)
         if self.resembles is None and len(self.references) < 2:
             return (f"No verdict: the family has {len(self.references) or 'no'} reference fine-tune"
                     f"{'' if len(self.references) == 1 else 's'} of {' and '.join(REFERENCES)}, and a verdict needs "
@@ -56,8 +56,10 @@ class SpotVerdict:
             return (f"It resembles none of the references: no overlap stands clear of both the random baseline "
                     f"(≥ {LIFT:g}x) and the other references (≥ +{MARGIN:g}). Mean MSO at η = {ETA:g} over "
                     f"{self.matrices} weight matrices: {values}.")
+        chosen = next(r for r in self.references if r.reference == self.resembles)
         return (f"It resembles the **{self.resembles}** fine-tune: its overlap stands clear of the random baseline "
-                f"(≥ {LIFT:g}x) and of the other references (≥ +{MARGIN:g}), at the 95% level. Mean MSO at "
+                f"(≥ {LIFT:g}x) and of the other references (≥ +{MARGIN:g}; it leads by {chosen.margin:+.3f}"
+                f"{_interval(chosen.margin_ci, '+.3f')}), at the 95% level. Mean MSO at "
                 f"η = {ETA:g} over {self.matrices} weight matrices: {values}.")
 
     @classmethod
@@ -70,6 +72,10 @@ class SpotVerdict:
         return {"resembles": self.resembles, "eta": ETA, "matrices": self.matrices,
                 "rule": {"lift_at_least": LIFT, "margin_at_least": MARGIN, "level": 0.95},
                 "references": [asdict(r) for r in self.references]}
+
+
+def _interval(ci: tuple[float, float] | None, spec: str, unit: str = "") -> str:
+    return "" if ci is None else f", 95% CI {ci[0]:{spec}}{unit} to {ci[1]:{spec}}{unit}"
 
 
 def _pair(values: list | None) -> tuple[float, float] | None:
