@@ -248,6 +248,8 @@ class SafetensorsStore(TensorStore):
         self._shapes: dict[str, tuple[int, ...]] = {}
         held: dict[str, Path] = {}
         for file in self._files:
+            if not os.access(file, os.R_OK):  # safetensors would report a file it may not read as missing
+                raise CheckpointError(f"{label}: cannot read {file}: permission denied")
             try:
                 with safe_open(str(file), framework="pt") as handle:
                     for key in handle.keys():

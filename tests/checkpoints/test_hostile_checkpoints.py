@@ -514,3 +514,12 @@ def test_float64_weights_beyond_float32_name_the_tensor(root):
     with pytest.raises(NonFiniteError, match=f"aligned: tensor {UP} holds values beyond float32's range"):
         update_tensor(load_family(root / "family.toml"), "alignment", UP)
 
+
+
+def test_weights_the_user_may_not_read_are_named_as_such(root, capsys, monkeypatch):
+    """safetensors reports a file it may not open as missing; the tests run as root, where no permission bit
+    refuses a read, so the refusal is simulated."""
+    locked = root / "useful" / "model.safetensors"
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != locked and real(path, mode, **kw))
+    assert _one_line_error(capsys, root) == f"error: useful: cannot read {locked}: permission denied"
