@@ -174,8 +174,12 @@ def cmd_spot_check(args: argparse.Namespace) -> int:
         print(jsontext.dumps(report))
     else:
         print(verdict.sentence().replace("**", ""))
-        for scores in [report["scores"]] if args.evaluate else []:
-            print("scores: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items() if isinstance(v, float)))
+        if args.evaluate:
+            scores = report["scores"]
+            print("scores: " + ", ".join(
+                f"{k} {v:.3f}" + (f" (95% CI {scores[k + '_ci'][0]:.3f} to {scores[k + '_ci'][1]:.3f})"
+                                  if scores.get(k + "_ci") else "")
+                for k, v in scores.items() if isinstance(v, float)))
     return 3 if verdict.resembles in args.fail_on else 0
 
 
