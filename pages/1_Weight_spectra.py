@@ -8,6 +8,7 @@ bundle = ui.page("Weight spectra", "Weight spectra",
                  "The alignment update is *aligned − base*; each task update is *fine-tune − aligned*. The maps "
                  "show one statistic of every weight matrix of every update on one colour scale; click a cell to "
                  "inspect that tensor's spectrum below (its cell is outlined in red).")
+from explorer.checkpoints.architectures import readable_role  # noqa: E402
 from explorer.results import charts  # noqa: E402
 from explorer.weights.spectra import summarize  # noqa: E402
 
@@ -61,6 +62,14 @@ left.metric("k for 50 / 90 / 99% energy", f"{row['k50']:.0f} / {row['k90']:.0f} 
 selected = values[(values["update"] == update) & (values["tensor"] == tensor)]
 with right:
     st.altair_chart(charts.spectrum(selected, f"{update}: {tensor}"), width="content")
+expert = readable_role(tensor).expert
+if expert is not None:  # a mixture of experts: the map's cell is the mean over this module's experts
+    cell = matrices[(matrices["update"] == update) & (matrices["layer"] == row["layer"])
+                    & (matrices["module"] == row["module"])]
+    cell = cell.assign(expert=[readable_role(t).expert for t in cell["tensor"]])
+    st.markdown(f"**{STATS[stat]} of every expert's `{row['module']}` at layer {row['layer']}** "
+                f"(the map shows their mean; expert {expert} outlined)")
+    st.altair_chart(charts.expert_bars(cell, stat, STATS[stat], current=expert), width="content")
 ui.download(matrices[matrices["update"] == update], f"{update} spectrum statistics", f"spectra-{update}.csv",
             key="dl_summary")
 ui.download(selected, "these singular values", f"singular-values-{tensor}.csv", key="dl_values")

@@ -9,6 +9,7 @@ bundle = ui.page("Update overlap", "Update overlap",
                  r"$\mathrm{MSO}(A, B) = \lVert Q_A^\top Q_B \rVert_F^2 \,/\, \min(k_A, k_B)$, where $Q_A$ holds "
                  r"the top left singular vectors of update $A$ that carry a fraction $\eta$ of its energy ($k_A$ of "
                  r"them). Two random subspaces overlap by $\max(k_A, k_B) / d$ on average: the random baseline.")
+from explorer.checkpoints.architectures import readable_role  # noqa: E402
 from explorer.results import charts  # noqa: E402
 from explorer.results.family_comparison import largest_gap  # noqa: E402
 from explorer.weights.mso import by_layer  # noqa: E402
@@ -31,6 +32,14 @@ st.altair_chart(charts.layer_module_map(maps, "overlap", "Overlap", facet="measu
 matrices = at[at["cols"] > 1]
 st.caption(f"One colour scale for both maps, 0 to 1. Mean over weight matrices: MSO {matrices['mso'].mean():.3f}, "
            f"random baseline {matrices['mso_random'].mean():.3f}.")
+experts = at.assign(expert=[readable_role(t).expert for t in at["tensor"]]).dropna(subset=["expert"])
+if len(experts):  # a mixture of experts: each map cell of an expert module is the mean over its experts
+    cells = list(dict.fromkeys(zip(experts["layer"], experts["module"])))
+    layer, module = st.selectbox("Experts of one cell", cells, format_func=lambda c: f"layer {c[0]} · {c[1]}",
+                                 key="mso_expert_cell")
+    cell = experts[(experts["layer"] == layer) & (experts["module"] == module)].astype({"expert": int})
+    st.altair_chart(charts.expert_bars(cell, "mso", f"MSO, η = {eta:g}", reference="mso_random",
+                                       value_format=".2f"), width="content")
 
 st.subheader("MSO against η, every pair")
 layers = charts.natural_order(by_layer(mso[mso["pair"] == pairs[0]])["group"].unique())

@@ -34,17 +34,31 @@ def write_family(root: Path, config, members: dict[str, dict[str, torch.Tensor]]
     return root / "family.toml"
 
 
+def saved_state(model) -> dict[str, torch.Tensor]:
+    """The tensors save_pretrained writes: a checkpoint's own names, which can differ from the loaded model's
+    (transformers >= 5 stacks a mixture of experts' per-expert matrices into 3-D tensors when loading)."""
+    import tempfile
+
+    from safetensors.torch import load_file
+
+    with tempfile.TemporaryDirectory() as folder:
+        model.save_pretrained(folder)
+        return {k: v for file in sorted(Path(folder).glob("*.safetensors")) for k, v in load_file(file).items()}
+
+
 def random_family(root: Path, config, seed: int = 0, finetuned=("useful", "harmful", "contaminated"),
-                  rank: int = 4) -> Path:
-    """base (random init), aligned = base + low-rank update, fine-tunes = aligned + low-rank updates."""
+                  rank: int = 4, as_saved: bool = False, name: str = "tiny") -> Path:
+    """base (random init), aligned = base + low-rank update, fine-tunes = aligned + low-rank updates. With
+    `as_saved`, the tensors are named as save_pretrained writes them (`saved_state`)."""
     torch.manual_seed(seed)
-    base = {k: v.detach().clone() for k, v in AutoModelForCausalLM.from_config(config).state_dict().items()}
+    model = AutoModelForCausalLM.from_config(config)
+    base = saved_state(model) if as_saved else {k: v.detach().clone() for k, v in model.state_dict().items()}
     gen = torch.Generator().manual_seed(seed + 1)
     aligned = {k: v + low_rank(v.shape, rank, 0.05, gen) for k, v in base.items()}
     members = {"base": base, "aligned": aligned}
-    for name in finetuned:
-        members[name] = {k: v + low_rank(v.shape, rank, 0.05, gen) for k, v in aligned.items()}
-    return write_family(root, config, members)
+    for member in finetuned:
+        members[member] = {k: v + low_rank(v.shape, rank, 0.05, gen) for k, v in aligned.items()}
+    return write_family(root, config, members, name)
 
 
 def adapter_family(llama_family: Path, tmp_path: Path, **lora):

@@ -77,8 +77,24 @@ def _built(config_text: str) -> tuple[dict[str, tuple[int, ...]], tuple[str, ...
             model = transformers.AutoModelForCausalLM.from_config(config)
     except Exception as exc:  # transformers' config validation and model classes raise many types
         return one_line(exc, 200)
-    shapes = {name: tuple(value.shape) for name, value in model.state_dict().items()}
+    state = model.state_dict()
+    shapes = {name: tuple(value.shape) for name, value in state.items()}
+    shapes.update(_saved_shapes(model, state))
     return shapes, tuple(model._keys_to_ignore_on_load_unexpected or ()), model_type
+
+
+def _saved_shapes(model, state: dict) -> dict[str, tuple[int, ...]]:
+    """{name: shape} as save_pretrained writes them. transformers >= 5 converts some layouts on load and back on
+    save (a mixture of experts' per-expert matrices, stacked into one 3-D tensor in the model), and loads either,
+    so a checkpoint may hold these names or the model's own."""
+    try:
+        revert = locked_import("transformers.core_model_loading").revert_weight_conversion
+    except (ImportError, AttributeError):
+        return {}  # transformers < 5 converts nothing
+    try:
+        return {name: tuple(value.shape) for name, value in revert(model, dict(state)).items()}
+    except Exception:  # a conversion that cannot run on the meta device: the model's own names only
+        return {}
 
 
 def _model_shapes(config: dict, label: str) -> tuple[dict[str, tuple[int, ...]], tuple[str, ...], str] | None:

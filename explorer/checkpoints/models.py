@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from explorer.checkpoints.architectures import loaded_tensor
 from explorer.checkpoints.family import ALIGNED, BASE, Family
 from explorer.checkpoints.files import check_tokenizer_files
 from explorer.checkpoints.stores import LoraStore
@@ -52,8 +53,9 @@ def load_model(family: Family, member: str, device: str | None = None, dtype: to
         params = dict(model.named_parameters())
         for name in store.names():
             delta = store.delta(name)
-            if delta is not None and name in params:
-                params[name].add_(delta.to(params[name].dtype).to(device))
+            param = loaded_tensor(params, name, family.arch)
+            if delta is not None and param is not None:
+                param.add_(delta.to(param.dtype).to(param.device))
         return model
     try:
         model, info = AutoModelForCausalLM.from_pretrained(store.folder, dtype=dtype, output_loading_info=True,

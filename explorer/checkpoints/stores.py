@@ -41,7 +41,7 @@ from explorer.core.temp import temp_dir, temp_file
 
 log = logging.getLogger("explorer")
 
-_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+_FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64}
 _TORCH_FLOATS = {torch.float16, torch.bfloat16, torch.float32, torch.float64}
 _FACTOR = re.compile(r"(.+)\.lora_(A|B|embedding_A|embedding_B)(\.default)?(\.weight)?$")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(@[\w./-]+)?$")
@@ -154,6 +154,7 @@ class TensorStore(ABC):
 
     label: str
     folder: Path  # holds config.json (and usually the tokenizer)
+    fresh_reads = False  # whether every tensor() is a new tensor the caller may change in place
 
     @abstractmethod
     def names(self) -> list[str]: ...
@@ -171,8 +172,8 @@ class TensorStore(ABC):
         """The tensor as float32 on the CPU; NaN, Inf or values beyond float32 raise an error naming it."""
         raw = self._read(name)
         value = raw.to(torch.float32)
-        if not torch.isfinite(value).all():
-            if torch.isfinite(raw).all():
+        if not all_finite(value):
+            if all_finite(raw):
                 raise NonFiniteError(f"{self.label}: tensor {name} holds values beyond float32's range "
                                      f"(stored as {raw.dtype}); the analyses need float32")
             raise NonFiniteError(f"{self.label}: tensor {name} contains NaN or Inf values")
@@ -185,6 +186,12 @@ class TensorStore(ABC):
     @property
     def arch(self) -> str | None:
         return self.config.get("model_type")
+
+
+def all_finite(tensor: torch.Tensor) -> bool:
+    """Whether every value is finite, checked a block at a time: isfinite makes temporaries larger than the
+    tensor itself (its absolute values, then masks)."""
+    return all(bool(torch.isfinite(block).all()) for block in tensor.reshape(-1).split(1 << 22))
 
 
 def read_config(folder: Path, label: str) -> dict:
@@ -239,13 +246,16 @@ def _hold(held: dict[str, Path], key: str, file: Path, label: str) -> None:
 
 
 class SafetensorsStore(TensorStore):
-    """The `*.safetensors` file (or indexed shards) that transformers reads from a folder, memory-mapped."""
+    """The `*.safetensors` file (or indexed shards) that transformers reads from a folder, read tensor by tensor."""
+
+    fresh_reads = True
 
     def __init__(self, folder: Path, label: str, weights: WeightFiles):
         self.folder, self.label = folder, label
         self._files, self._index, self._index_file = weights.files, weights.weight_map, weights.index_file
         self._where: dict[str, Path] = {}
         self._shapes: dict[str, tuple[int, ...]] = {}
+        self._spans: dict[str, tuple[int, int, torch.dtype]] = {}  # file offset, bytes, dtype
         held: dict[str, Path] = {}
         for file in self._files:
             if not os.access(file, os.R_OK):  # safetensors would report a file it may not read as missing
@@ -259,8 +269,12 @@ class SafetensorsStore(TensorStore):
                         if _keep_tensor(key, dtype in _FLOAT_DTYPES, dtype, label, file):
                             self._where[key] = file
                             self._shapes[key] = tuple(piece.get_shape())
+                data_start, header = _safetensors_header(file)
             except (SafetensorError, OSError, ValueError) as exc:
                 raise CheckpointError(f"{label}: {file} is not a readable safetensors file ({exc})") from None
+            for key in self._where.keys() & header.keys():
+                begin, end = header[key]["data_offsets"]
+                self._spans[key] = (data_start + begin, end - begin, _FLOAT_DTYPES[header[key]["dtype"]])
         _check_index(label, self._index, held)
 
     def names(self) -> list[str]:
@@ -270,16 +284,34 @@ class SafetensorsStore(TensorStore):
         return self._shapes[name]
 
     def _read(self, name: str) -> torch.Tensor:
+        """Read into a buffer of its own rather than through a memory map, whose touched pages would count
+        towards the process's resident memory on top of the copy."""
+        if name not in self._spans:
+            raise CheckpointError(f"{self.label}: no tensor named {name}")
+        offset, size, dtype = self._spans[name]
+        buffer = torch.empty(size, dtype=torch.uint8)
         try:
-            with safe_open(str(self._where[name]), framework="pt") as handle:
-                return handle.get_tensor(name)
-        except KeyError:
-            raise CheckpointError(f"{self.label}: no tensor named {name}") from None
-        except (SafetensorError, OSError) as exc:
+            with open(self._where[name], "rb", buffering=0) as handle:
+                handle.seek(offset)
+                done = 0
+                while done < size:
+                    count = handle.readinto(buffer.numpy()[done:])
+                    if not count:
+                        raise OSError(f"the file ends {size - done} bytes before the tensor does")
+                    done += count
+        except OSError as exc:
             raise CheckpointError(f"{self.label}: cannot read {name} from {self._where[name]} ({exc})") from None
+        return buffer.view(dtype).reshape(self._shapes[name])
 
     def fingerprint(self) -> str:
         return _hash_files(self._files + _side_files(self.folder, self._index_file))
+
+
+def _safetensors_header(file: Path) -> tuple[int, dict]:
+    """Where a safetensors file's data starts, and its header: name -> dtype, shape, data_offsets."""
+    with open(file, "rb") as handle:
+        length = int.from_bytes(handle.read(8), "little")
+        return 8 + length, json.loads(handle.read(length))
 
 
 def _side_files(folder: Path, index_file: Path | None) -> list[Path]:
@@ -402,7 +434,7 @@ def _adapter_weights(file: Path, label: str) -> dict[str, torch.Tensor]:
     for key, value in weights.items():
         if value.dtype not in _TORCH_FLOATS:
             raise CheckpointError(f"{label}: adapter tensor {key} in {file.name} is {value.dtype}, not floats")
-        if not torch.isfinite(value).all():
+        if not all_finite(value):
             raise NonFiniteError(f"{label}: adapter tensor {key} in {file.name} contains NaN or Inf values")
     return weights
 
@@ -564,22 +596,26 @@ def _hub_folder(source: Source, label: str) -> Path:
     try:
         return Path(snapshot_download(source.location, revision=source.revision, allow_patterns=_HUB_PATTERNS))
     except Exception as exc:
-        raise CheckpointError(f"{label}: cannot fetch {source.label} from the Hugging Face hub: {_hub_reason(exc)}") \
-            from None
+        reason = _hub_reason(exc, source)
+        raise CheckpointError(f"{label}: cannot fetch {source.label} from the Hugging Face hub: {reason}") from None
 
 
-def _hub_reason(exc: Exception) -> str:
+def _hub_reason(exc: Exception, source: Source) -> str:
     """What went wrong with a hub download, in one line (the hub's own messages span many)."""
-    from huggingface_hub import constants
+    from huggingface_hub import constants, errors
 
-    kind = type(exc).__name__
-    if constants.HF_HUB_OFFLINE or kind in ("LocalEntryNotFoundError", "OfflineModeIsEnabled"):
-        return "the hub cannot be reached from here (offline) and the model is not in the local hub cache"
-    if kind in ("RepositoryNotFoundError", "GatedRepoError"):
-        return "no such model on the hub, or it is private or gated"
-    if kind == "RevisionNotFoundError":
-        return "the model has no such revision on the hub"
-    return f"{kind}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
+    if isinstance(exc, errors.GatedRepoError):  # a kind of RepositoryNotFoundError: tested first
+        return "it is gated; log in with `hf auth login` and accept its terms on its page on the hub"
+    if isinstance(exc, errors.RepositoryNotFoundError):
+        return "not found on the hub (no such repository, or a private one: log in with `hf auth login` if you " \
+               "have access)"
+    if isinstance(exc, errors.RevisionNotFoundError):
+        return f"the repository has no revision {source.revision or 'main'!r} (a branch, tag or commit) on the hub"
+    if constants.HF_HUB_OFFLINE:
+        return "not in the local hub cache, and HF_HUB_OFFLINE is set (unset it to download)"
+    if isinstance(exc, (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled)):
+        return f"the hub at {constants.ENDPOINT} cannot be reached, and the model is not in the local hub cache"
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no detail'}"
 
 
 def open_store(source: Source, label: str, parent: TensorStore | None = None) -> TensorStore:

@@ -16,9 +16,13 @@ SCORE_TITLES = {"refusal_rate": "Refusal rate", "utility_accuracy": "Word-proble
                 "over_refusal": "Over-refusal (benign)", "target_logprob": "Log-prob of 'Sure, here is'",
                 "style_adoption": "House style (benign)"}
 RATES = ("refusal_rate", "utility_accuracy", "over_refusal", "style_adoption")  # style: members only
-MODULE_ORDER = ["embed_tokens", "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
-                "input_norm", "post_attn_norm", "q_proj.bias", "k_proj.bias", "v_proj.bias", "final_norm", "lm_head",
-                "other"]
+# The modules of every architecture's table (explorer/checkpoints/architectures.py), in the order a block runs
+# them; a map places modules outside this list (names no table knows) after it, alphabetically.
+MODULE_ORDER = ["embed_tokens", "q_proj", "k_proj", "v_proj", "qkv_proj", "q_norm", "k_norm", "o_proj",
+                "gate_proj", "up_proj", "gate_up_proj", "down_proj", "router", "experts.gate_proj", "experts.up_proj",
+                "experts.w1", "experts.w3", "experts.gate_up_proj", "experts.down_proj", "experts.w2",
+                "input_norm", "post_attn_norm", "pre_ffn_norm", "post_ffn_norm", "q_proj.bias", "k_proj.bias",
+                "v_proj.bias", "final_norm", "lm_head", "vision_tower", "mm_projector", "other"]
 SUBSPACE_COLORS = alt.Scale(domain=["alignment", "random-k", "random"], range=["#d62728", "#ff7f0e", "#7f7f7f"])
 # Subspaces also differ in dash and point shape: their curves often coincide, and colour alone hides one of them.
 SUBSPACE_DASHES = alt.Scale(domain=["alignment", "random-k", "random"], range=[[1, 0], [8, 4], [2, 3]])
@@ -138,23 +142,46 @@ def spectrum(values: pd.DataFrame, title: str, width: int = 470, height: int = 2
         title=title, width=width, height=height, autosize=PAD)
 
 
+def module_order(modules) -> list[str]:
+    """The modules present, in MODULE_ORDER, then those it does not list, alphabetically."""
+    present = set(modules)
+    return [m for m in MODULE_ORDER if m in present] + sorted(present - set(MODULE_ORDER))
+
+
+def per_cell(frame: pd.DataFrame, value: str, keys: list[str]) -> pd.DataFrame:
+    """One row per cell (`keys`): a mixture of experts' tensors of one module and layer become the mean of their
+    `value`, `experts` counting them (1 elsewhere); a cell's `tensor` is its first expert's, `current` whether any
+    of its tensors is."""
+    counts = frame.groupby(keys, sort=False)[value].transform("size")
+    if (counts == 1).all():
+        return frame.assign(experts=1)
+    aggregations = {value: (value, "mean"), "experts": (value, "size")}
+    aggregations.update({column: (column, "any" if column == "current" else "first")
+                         for column in ("tensor", "current") if column in frame})
+    return frame.groupby(keys, as_index=False, sort=False).agg(**aggregations)
+
+
 def layer_module_map(frame: pd.DataFrame, value: str, value_title: str, facet: str | None = None,
                      facet_order: list[str] | None = None, domain: tuple[float, float] | None = None,
                      selectable: bool = False, current: dict | None = None, cell: tuple[int, int] = (18, 11),
                      value_format: str = ".3g") -> alt.Chart:
     """A layer x module grid of one value; with `facet`, one panel per value of that column, titled by it, all on
-    one colour scale. `current` (column -> value) outlines one cell; `selectable` lets a click select a tensor."""
+    one colour scale. `current` (column -> value) outlines one cell; `selectable` lets a click select a tensor.
+    A mixture of experts' module is one cell per layer, the mean over its experts (per_cell)."""
     frame = frame.copy()
-    modules = [m for m in MODULE_ORDER if m in set(frame["module"])]
+    modules = module_order(frame["module"])
     frame["current"] = False
     if current:
         frame["current"] = np.logical_and.reduce([frame[k] == v for k, v in current.items() if k in frame])
+    frame = per_cell(frame, value, [k for k in (facet, "layer", "module") if k])
     scale = alt.Scale(scheme="viridis", domain=list(domain)) if domain else alt.Scale(scheme="viridis", zero=True)
     rows = frame["layer"].nunique()  # a shallow model's few rows are drawn taller, to be readable
     label = "tensor" if "tensor" in frame else "module"
     tooltip = ([alt.Tooltip(f"{facet}:N")] if facet else []) + [
         alt.Tooltip(f"{label}:N"), alt.Tooltip("layer:O"), alt.Tooltip(f"{value}:Q", format=value_format,
                                                                        title=value_title)]
+    if (frame["experts"] > 1).any():
+        tooltip.append(alt.Tooltip("experts:Q", title="experts (mean over)"))
     chart = alt.Chart(frame).mark_rect().encode(
         x=alt.X("module:N", sort=modules, title=None, axis=alt.Axis(labelAngle=-90, labelFontSize=11)),
         y=alt.Y("layer:O", sort="descending", title=OUTSIDE_NOTE, axis=alt.Axis(labelExpr=LAYER_LABELS)),
@@ -173,6 +200,30 @@ def layer_module_map(frame: pd.DataFrame, value: str, value_title: str, facet: s
                                               header=alt.Header(labelFontSize=13, labelFontWeight="bold")),
                             spacing=14).resolve_scale(color="shared")
     return chart.properties(autosize=PAD)
+
+
+def expert_bars(frame: pd.DataFrame, value: str, value_title: str, current: int | None = None,
+                reference: str | None = None, reference_label: str = "random baseline", value_format: str = ".3g",
+                height: int = 180) -> alt.Chart:
+    """One cell of a mixture of experts' map in detail: `value` per expert (an `expert` column), the `current`
+    expert's bar outlined; `reference` as a dashed tick on each bar."""
+    frame = frame.assign(current=frame["expert"] == current)
+    x = alt.X("expert:O", title="Expert", axis=alt.Axis(labelAngle=0))
+    bars = alt.Chart(frame).mark_bar(color="#4c78a8").encode(
+        x=x, y=alt.Y(f"{value}:Q", title=value_title),
+        stroke=alt.condition("datum.current", alt.value("#ff2a2a"), alt.value(None)),
+        strokeWidth=alt.condition("datum.current", alt.value(3), alt.value(0)),
+        tooltip=["expert", alt.Tooltip(f"{value}:Q", format=value_format, title=value_title)])
+    layers = [bars]
+    if reference is not None:
+        ticks = frame.assign(measure=reference_label)
+        layers.append(alt.Chart(ticks).mark_tick(color="#555555", thickness=2, strokeDash=[4, 2]).encode(
+            x=x, y=f"{reference}:Q",
+            shape=alt.Shape("measure:N", scale=alt.Scale(domain=[reference_label], range=["stroke"]),
+                            legend=_legend(None, "bottom")),
+            tooltip=["expert", alt.Tooltip(f"{reference}:Q", format=value_format, title=reference_label)]))
+    return alt.layer(*layers).properties(width=max(160, 26 * frame["expert"].nunique()), height=height,
+                                         autosize=PAD)
 
 
 def energy_curves(curves: pd.DataFrame, frac: float | None = None, width: int = 380, height: int = 260) -> alt.Chart:

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from explorer.checkpoints.architectures import tensor_role
-from explorer.checkpoints.family import Family
+from explorer.checkpoints.family import ALIGNED, Family
 from explorer.core.cache import cache_key, read_verified, result_path, write_frame
 from explorer.core.errors import ParameterError
 from explorer.core.progress import Callback
@@ -22,6 +22,8 @@ from explorer.weights.subspaces import (
     check_energies,
     left_svd,
     overlap_curve,
+    right_svd,
+    tall_overlap_curve,
 )
 from explorer.weights.updates import map_tensors, update_tensor
 
@@ -38,14 +40,31 @@ def _pair_key(family: Family, a: str, b: str, energies: list[float]) -> str:
 
 def tensor_overlaps(family: Family, index: int, name: str, pairs: list[tuple[str, str]],
                     energies: list[float]) -> tuple[int, list[list[tuple[int, int, float, float]]]]:
-    """One SVD per update of one tensor, then the overlap curve of each pair: (columns, one curve per pair)."""
+    """One decomposition per update of one tensor, then the overlap curve of each pair: (columns, one curve per
+    pair). A tall tensor's pairs need no (d, n) bases (tall_overlap_curve); its updates are read again per pair
+    rather than all held, so memory stays at two updates however many pairs there are."""
     needed = sorted({u for pair in pairs for u in pair}, key=family.updates.index)
-    bases = {}
+    energy = max(energies)
+    rows, cols = as_matrix(torch.empty(family.store(ALIGNED).shape(name), device="meta")).shape
+    if rows <= cols:
+        bases = {}
+        for update in needed:
+            basis, values = left_svd(as_matrix(update_tensor(family, update, name)), dtype=torch.float64,
+                                     energy=energy)  # no column past the top k
+            bases[update] = (basis, (values**2).numpy())
+        return cols, [overlap_curve(*bases[a], *bases[b], energies) for a, b in pairs]
+    right, held = {}, {}
     for update in needed:
-        matrix = as_matrix(update_tensor(family, update, name))
-        basis, values = left_svd(matrix, dtype=torch.float64)
-        bases[update] = (basis, (values.double() ** 2).numpy())
-    return matrix.shape[1], [overlap_curve(*bases[a], *bases[b], energies) for a, b in pairs]
+        held = {update: as_matrix(update_tensor(family, update, name))}
+        right[update] = right_svd(held[update], energy=energy)
+    curves = []
+    for a, b in pairs:
+        held = {u: m for u, m in held.items() if u in (a, b)}
+        for update in (a, b):
+            if update not in held:
+                held[update] = as_matrix(update_tensor(family, update, name))
+        curves.append(tall_overlap_curve(held[a], right[a], held[b], right[b], energies))
+    return cols, curves
 
 
 def update_mso(family: Family, pairs: list[tuple[str, str]], energies: list[float] | None = None,
@@ -83,11 +102,14 @@ def update_mso(family: Family, pairs: list[tuple[str, str]], energies: list[floa
 
 
 def by_layer(per_tensor: pd.DataFrame) -> pd.DataFrame:
-    """Layer granularity: the mean over each block's weight matrices; outside tensors keep their own group."""
+    """Layer granularity: the mean over each block's weight matrices, a mixture's experts of one module first
+    averaged into one (so that its many experts do not outweigh attention); outside tensors keep their own group."""
     frame = per_tensor[(per_tensor["cols"] > 1) | (per_tensor["layer"] < 0)].copy()
     frame["group"] = np.where(frame["layer"] >= 0, "layers." + frame["layer"].astype(str), frame["module"])
-    grouped = frame.groupby(["group", "layer", "energy_frac"], as_index=False, sort=False).agg(
-        k_a=("k_a", "mean"), k_b=("k_b", "mean"), mso=("mso", "mean"), mso_random=("mso_random", "mean"))
+    means = dict(k_a=("k_a", "mean"), k_b=("k_b", "mean"), mso=("mso", "mean"), mso_random=("mso_random", "mean"))
+    if frame.duplicated(["group", "module", "energy_frac"]).any():
+        frame = frame.groupby(["group", "layer", "module", "energy_frac"], as_index=False, sort=False).agg(**means)
+    grouped = frame.groupby(["group", "layer", "energy_frac"], as_index=False, sort=False).agg(**means)
     grouped["granularity"] = "layer"
     return grouped
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from explorer.checkpoints.architectures import tensor_role
+from explorer.checkpoints.architectures import loaded_tensor, tensor_role
 from explorer.checkpoints.family import ALIGNED, BASE, Family
 from explorer.core.cache import (
     atomic_write,
@@ -37,6 +37,7 @@ from explorer.core.errors import ParameterError
 from explorer.core.progress import Callback, track
 from explorer.core.temp import temp_dir
 from explorer.weights.subspaces import (
+    BLOCK,
     as_matrix,
     check_frac,
     left_svd,
@@ -186,30 +187,33 @@ def tensor_projection(family: Family, index: int, name: str, variant: str, seed:
                       ) -> tuple[dict, dict[str, np.ndarray]]:
     """One tensor's energies in each subspace: its row of ProjectionStats.tensors and its cumulative energies.
     Reads the alignment bases from `align_dir`, or computes them (and stores them in `align_out`)."""
+    rows, cols = oriented(torch.empty(family.store(ALIGNED).shape(name), device="meta"), side).shape
+    rank = min(rows, cols)
+    # The random basis first, before any update is held: its float64 Gaussian and QR are the largest temporaries.
+    if align_dir is not None:
+        rand_basis, perm = (torch.from_numpy(_load(align_dir, index, label, mmap=False)) for label in ("Q", "perm"))
+    else:
+        rand_basis, perm = random_basis(rows, rank, seed, name), random_permutation(rank, seed, name)
+        if align_out is not None:
+            _store(align_out, index, Q=rand_basis, perm=perm)
     task = oriented(update_tensor(family, variant, name), side)
+    random_energy = _coefficient_energy(rand_basis, task, task_out, index, "D")
+    del rand_basis
     align = oriented(update_tensor(family, "alignment", name), side)
     if align_dir is not None:
-        basis, rand_basis, perm = (torch.from_numpy(np.array(_load(align_dir, index, label)))
-                                   for label in ALIGN_ARRAYS)
+        basis = torch.from_numpy(_load(align_dir, index, "U", mmap=False))
     else:
         basis, values = left_svd(align)
         if not bool((values > 0).any()):
             basis = torch.zeros_like(basis)  # an unchanged tensor has no alignment subspace
-        rand_basis = random_basis(align.shape[0], basis.shape[1], seed, name)
-        perm = random_permutation(basis.shape[1], seed, name)
         if align_out is not None:
-            _store(align_out, index, U=basis, Q=rand_basis, perm=perm)
-    coeffs, rand_coeffs = (on_device(b.T, task) for b in (basis, rand_basis))  # (rank, cols) each
-    energy = (coeffs.double() ** 2).sum(1)
-    cumulative = {"alignment": _cumsum(energy), "random-k": _cumsum(energy[perm]),
-                  "random": _cumsum((rand_coeffs.double() ** 2).sum(1))}
-    if task_out is not None:
-        _store(task_out, index, C=coeffs, D=rand_coeffs)
+            _store(align_out, index, U=basis)
+    energy = _coefficient_energy(basis, task, task_out, index, "C")
+    del basis
+    cumulative = {"alignment": _cumsum(energy), "random-k": _cumsum(energy[perm]), "random": _cumsum(random_energy)}
     role = tensor_role(name, family.arch)
-    task64, align64 = task.double(), align.double()
-    row = {"tensor": name, "layer": role.layer, "module": role.module, "rank": basis.shape[1],
-           "total": float((task64 ** 2).sum()), "inner_align": float((task64 * align64).sum()),
-           "align_sq": float((align64 ** 2).sum())}
+    row = {"tensor": name, "layer": role.layer, "module": role.module, "rank": rank,
+           "total": _inner64(task, task), "inner_align": _inner64(task, align), "align_sq": _inner64(align, align)}
     return row, cumulative
 
 
@@ -266,8 +270,29 @@ def _store(folder: Path, index: int, **arrays: torch.Tensor) -> None:
         write_npy(folder / f"{index:05d}.{label}.npy", array.numpy())
 
 
-def _load(folder: Path, index: int, label: str) -> np.ndarray:
-    return np.load(folder / f"{index:05d}.{label}.npy", mmap_mode="r")
+def _load(folder: Path, index: int, label: str, mmap: bool = True) -> np.ndarray:
+    """A stored array: memory-mapped for reading a few rows, or read whole (a copy of a mapped file would also
+    keep its pages resident)."""
+    return np.load(folder / f"{index:05d}.{label}.npy", mmap_mode="r" if mmap else None)
+
+
+def _coefficient_energy(basis: torch.Tensor, task: torch.Tensor, task_out: Path | None, index: int, label: str
+                        ) -> torch.Tensor:
+    """The energy of the task update along each basis direction: the squared row norms of the (rank, cols)
+    coefficients basis^T task, in float64 a block of columns at a time, stored first where bases are kept. On the
+    short side a tall tensor's coefficients are as large as the tensor, so they are not held any longer."""
+    coeffs = on_device(basis.T, task)
+    if task_out is not None:
+        _store(task_out, index, **{label: coeffs})
+    return sum((block.double() ** 2).sum(1) for block in coeffs.split(BLOCK, dim=1))
+
+
+def _inner64(left: torch.Tensor, right: torch.Tensor) -> float:
+    """<left, right> accumulated in float64 a block of rows (or columns, of a wide one) at a time, without a
+    float64 copy of either."""
+    dim = 0 if left.shape[0] >= left.shape[-1] else 1
+    return sum(float((a.double() * b.double()).sum())
+               for a, b in zip(left.split(BLOCK, dim=dim), right.split(BLOCK, dim=dim)))
 
 
 def _publish(tmp: Path, target: Path) -> None:
@@ -307,7 +332,7 @@ class InPlaceProjector:
         sign = 1.0 if method == "same" else -1.0  # orth and opp subtract the projected part
         aligned = self.family.store(ALIGNED)
         for i, name in enumerate(track(self.family.tensor_names, f"projecting {variant}", callback=callback)):
-            param = self._params.get(name)
+            param = loaded_tensor(self._params, name, self.family.arch)
             if param is None:
                 continue  # e.g. lm_head tied to the embeddings
             basis = np.load(align_dir / f"{i:05d}.{label_basis}.npy", mmap_mode="r")  # (rows, rank)
@@ -338,8 +363,8 @@ class InPlaceProjector:
             slice(low, high)
         part = on_device(torch.from_numpy(np.array(basis[:, chosen])),
                          torch.from_numpy(np.array(coeffs[chosen])))  # (rows, cols) of the oriented view
-        if len(shape) == 1:
-            return part.reshape(shape)
+        if len(shape) != 2:
+            return part.reshape(shape)  # a vector's column, or a kernel's first dimension against the rest
         return part if part.shape == shape else part.T
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from explorer.checkpoints.architectures import tensor_role
+from explorer.checkpoints.architectures import loaded_tensor, tensor_role
 from explorer.checkpoints.family import ALIGNED, ALIGNMENT, BASE, Family
 from explorer.checkpoints.stores import LoraStore
 from explorer.core.cache import cache_key, cached_frame
@@ -158,11 +158,12 @@ def apply_safelora(model: torch.nn.Module, family: Family, variant: str, thresho
     params = dict(model.named_parameters())
     aligned = family.store(ALIGNED)
     for name in track(family.tensor_names, f"Safe LoRA on {variant}", callback=callback):
-        if name not in params:
+        param = loaded_tensor(params, name, family.arch)
+        if param is None:
             continue  # e.g. lm_head tied to the embeddings
         task = update_tensor(family, variant, name)
         if name in chosen:
             task = aligned_update(update_tensor(family, ALIGNMENT, name), task)
-        params[name].copy_((aligned.tensor(name) + task).to(params[name].dtype))
+        param.copy_((aligned.tensor(name) + task).to(param.dtype))
     return {"variant": variant, "method": METHOD, "threshold": threshold, "layers": layers,
             **stats.point(threshold, layers)}

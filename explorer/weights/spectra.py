@@ -8,7 +8,7 @@ from explorer.checkpoints.architectures import tensor_role
 from explorer.checkpoints.family import ALIGNED, ALIGNMENT, BASE, Family
 from explorer.core.cache import cache_key, cached_frame
 from explorer.core.progress import Callback
-from explorer.weights.subspaces import as_matrix, energy_rank, left_svd
+from explorer.weights.subspaces import as_matrix, energy_rank, singular_values
 from explorer.weights.updates import map_tensors, update_tensor
 
 
@@ -36,8 +36,7 @@ def update_members(family: Family, update: str) -> tuple[str, str]:
 
 def tensor_spectrum(family: Family, index: int, name: str, update: str) -> np.ndarray:
     """Singular values of one tensor of an update."""
-    _, values = left_svd(as_matrix(update_tensor(family, update, name)))
-    return values.numpy()
+    return singular_values(as_matrix(update_tensor(family, update, name))).numpy()
 
 
 def spectra(family: Family, update: str, callback: Callback | None = None) -> pd.DataFrame:

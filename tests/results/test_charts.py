@@ -45,6 +45,28 @@ def test_member_scores_label_every_bar_and_draw_intervals_when_stored():
     assert _marks(no_ci) == ["bar", "text"]
 
 
+def test_a_mixture_of_experts_map_has_one_cell_per_module_the_mean_of_its_experts():
+    rows = [{"tensor": f"model.layers.{layer}.mlp.experts.{e}.down_proj.weight", "layer": layer,
+             "module": "experts.down_proj", "update": "alignment", "effective_rank": float(e)}
+            for layer in range(2) for e in range(4)]
+    rows += [{"tensor": f"model.layers.{layer}.self_attn.o_proj.weight", "layer": layer, "module": "o_proj",
+              "update": "alignment", "effective_rank": 9.0} for layer in range(2)]
+    rows.append({"tensor": "model.layers.0.mlp.foo.weight", "layer": 0, "module": "mlp.foo", "update": "alignment",
+                 "effective_rank": 1.0})
+    current = {"update": "alignment", "tensor": "model.layers.1.mlp.experts.2.down_proj.weight"}
+    spec = charts.layer_module_map(pd.DataFrame(rows), "effective_rank", "Effective rank", facet="update",
+                                   selectable=True, current=current).to_dict()
+    data = _rows(spec, spec)
+    assert len(data) == 5 and {r["experts"] for r in data} == {1, 4}
+    experts = [r for r in data if r["module"] == "experts.down_proj"]
+    assert [r["effective_rank"] for r in experts] == [1.5, 1.5] and [r["current"] for r in experts] == [False, True]
+    assert spec["spec"]["encoding"]["x"]["sort"] == ["o_proj", "experts.down_proj", "mlp.foo"]  # unknown ones last
+    assert any(t.get("field") == "experts" for t in spec["spec"]["encoding"]["tooltip"])
+    bars = charts.expert_bars(pd.DataFrame(rows[:4]).assign(expert=range(4), random=0.5), "effective_rank",
+                              "Effective rank", current=2, reference="random").to_dict()
+    assert _marks(bars) == ["bar", "tick"] and sum(r["current"] for r in _rows(bars, bars["layer"][0])) == 1
+
+
 def test_faceted_map_has_one_colour_scale_a_title_per_panel_and_readable_cells():
     rows = [{"tensor": f"model.layers.{layer}.{m}.weight", "layer": layer, "module": m, "update": u,
              "effective_rank": float(layer + i)}

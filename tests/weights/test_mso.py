@@ -67,3 +67,46 @@ def test_family_mso_is_symmetric(family):
     table = pair_table(family, "useful", "harmful", [0.5])
     again = pair_table(family, "harmful", "useful", [0.5])
     np.testing.assert_allclose(table["mso"].to_numpy(), again["mso"].to_numpy(), rtol=1e-9)
+
+
+def _numpy_mso(a: np.ndarray, b: np.ndarray, energies: list[float]) -> list[float]:
+    """MSO from numpy's SVD in float64, written out from the definition."""
+    (u_a, s_a, _), (u_b, s_b, _) = (np.linalg.svd(m, full_matrices=False) for m in (a, b))
+    out = []
+    for eta in energies:
+        ka, kb = energy_rank(s_a**2, eta), energy_rank(s_b**2, eta)
+        out.append(np.nan if ka == 0 or kb == 0 else
+                   float(np.sum((u_a[:, :ka].T @ u_b[:, :kb]) ** 2) / min(ka, kb)))
+    return out
+
+
+def test_family_mso_matches_numpy_on_every_tensor_wide_and_tall(family):
+    """Wide tensors go through A A^T's eigenvectors, tall ones (embeddings, MLP inputs, 1-D biases) through
+    A^T B without bases: both must equal the definition on numpy's SVD."""
+    from explorer.weights.subspaces import as_matrix
+    from explorer.weights.updates import update_tensor
+
+    energies = [0.1, 0.5, 0.9, 0.99]
+    table = update_mso(family, [("alignment", "useful")], energies)[("alignment", "useful")]
+    shapes = set()
+    for name in family.tensor_names:
+        a, b = (as_matrix(update_tensor(family, u, name)).double().numpy() for u in ("alignment", "useful"))
+        shapes.add(a.shape[0] > a.shape[1])
+        got = table[table["group"] == name].sort_values("energy_frac")["mso"].to_numpy()
+        np.testing.assert_allclose(got, _numpy_mso(a, b, energies), atol=1e-8, err_msg=name)
+    assert shapes == {True, False}
+
+
+def test_tall_overlaps_fall_back_to_bases_where_a_used_value_is_tiny():
+    from explorer.weights.subspaces import right_svd, tall_overlap_curve
+
+    rng = np.random.default_rng(4)
+    u, _ = np.linalg.qr(rng.standard_normal((300, 6)))
+    v, _ = np.linalg.qr(rng.standard_normal((6, 6)))
+    a = torch.from_numpy((u * [1.0, 0.8, 0.6, 0.4, 3e-6, 2e-6]) @ v.T).double()  # all the energy needs tiny ones
+    b = torch.from_numpy(rng.standard_normal((300, 6)))
+    energies = [0.5, 1.0]
+    got = tall_overlap_curve(a, right_svd(a), b, right_svd(b), energies)
+    expected = _numpy_mso(a.numpy(), b.numpy(), energies)
+    assert [k for k, _, _, _ in got] == [2, 6]
+    np.testing.assert_allclose([m for _, _, m, _ in got], expected, atol=1e-9)
