@@ -8,7 +8,7 @@ from explorer.weights.subspaces import energy_rank, overlap_curve
 
 
 def _basis(matrix):
-    u, s, _ = torch.linalg.svd(matrix, full_matrices=False)
+    u, s, _ = torch.linalg.svd(matrix.double(), full_matrices=False)  # float32 bases are orthonormal to ~1e-6
     return u, (s.double() ** 2).numpy()
 
 
