@@ -111,7 +111,7 @@ def cmd_safelora(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from explorer.core.progress import track
-    from explorer.results.precompute import family_pairs
+    from explorer.results.stages import family_pairs
     from explorer.weights.mso import update_mso
     from explorer.weights.projection import projection_stats
     from explorer.weights.spectra import spectra
@@ -214,17 +214,17 @@ def cmd_precompute(args: argparse.Namespace) -> None:
     from explorer.results.precompute import extend_grid, precompute
 
     if args.extend:
-        if args.profile or args.no_activations:
-            raise ParameterError("--extend keeps the bundle's member scores and activations: --profile and "
-                                 "--no-activations do not apply")
+        if args.profile or args.no_activations or args.restart:
+            raise ParameterError("--extend keeps the bundle's member scores and activations: --profile, "
+                                 "--no-activations and --restart do not apply")
         folder, added = extend_grid(args.family, tuple(args.grid_fracs), args.grid_variants, args.seed,
                                     args.grid_profile)
         print(f"{added} projection points added to {folder}" if added else
               f"the projection grid in {folder} already has every requested point; nothing to do", file=sys.stderr)
         return
-    folder = precompute(args.family, args.profile or "full", 0 if args.seed is None else args.seed,
+    folder = precompute(args.family, args.profile, args.seed,
                         tuple(args.grid_fracs), not args.no_activations, args.grid_profile,
-                        grid_variants=args.grid_variants)
+                        grid_variants=args.grid_variants, restart=args.restart)
     print(f"precomputed results written to {folder}", file=sys.stderr)
 
 
@@ -272,7 +272,7 @@ def ray_option(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from explorer.results.precompute import GRID_FRACS
+    from explorer.results.stages import GRID_FRACS
     from explorer.weights.projection import PAPER_SIDE, SIDES
     from explorer.weights.spotcheck import REFERENCES
 
@@ -356,17 +356,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(run=cmd_activation_mso)
 
-    p = sub.add_parser("precompute", help="compute everything the app shows into cache/families/NAME")
+    p = sub.add_parser("precompute", help="compute everything the app shows into cache/families/NAME, stage by "
+                       "stage; the stages its results already hold (from an earlier run or the app) are kept")
     p.add_argument("family")
-    p.add_argument("--profile", choices=["smoke", "quick", "full"], help="evaluation of the members (default: full)")
+    p.add_argument("--profile", choices=["smoke", "quick", "full"], help="evaluation of the members (default: "
+                   "the family's results' own, else full)")
     p.add_argument("--grid-profile", choices=["smoke", "quick", "full"], help="evaluation of the projection grid "
                    "(default: --profile)")
     p.add_argument("--grid-fracs", type=float, nargs="+", default=list(GRID_FRACS))
     p.add_argument("--grid-variants", nargs="+", metavar="VARIANT",
                    help="fine-tuned members the projection grid scores (default: all; the findings read the "
                         "contaminated one); Safe LoRA's points are scored for all")
-    p.add_argument("--seed", type=_seed, help="seed of the random subspaces (default: 0)")
+    p.add_argument("--seed", type=_seed, help="seed of the random subspaces (default: the family's "
+                   "results' own, else 0)")
     p.add_argument("--no-activations", action="store_true", help="weight space only")
+    p.add_argument("--restart", action="store_true", help="compute every stage afresh, even those the family's "
+                   "results hold (they are started anew anyway when computed from other checkpoints or settings)")
     p.add_argument("--extend", action="store_true", help="score only the grid points (--grid-variants × "
                    "--grid-fracs) that the family's precomputed results lack and add them, keeping every other result; "
                    "refused unless those results come from the same checkpoints, seed and grid profile")

@@ -10,7 +10,13 @@ bundle = ui.page("Weight spectra", "Weight spectra",
                  "inspect that tensor's spectrum below (its cell is outlined in red).")
 from explorer.checkpoints.architectures import readable_role  # noqa: E402
 from explorer.results import charts  # noqa: E402
+from explorer.results.stages import Stage  # noqa: E402
 from explorer.weights.spectra import summarize  # noqa: E402
+from pages.common import compute  # noqa: E402
+
+bundle = compute.require(bundle, [Stage("spectra")], "Compute the spectra",
+                         "This page needs the singular values of every weight matrix of every update: one "
+                         "decomposition per tensor of each update, the cheapest of the family's results.")
 
 
 @st.cache_data(show_spinner=False)
@@ -44,8 +50,10 @@ else:
     st.session_state.pop("spectra_applied_click", None)
 
 current = {"update": st.session_state["spectra_update"], "tensor": st.session_state["spectra_tensor"]}
+# Cells narrow as modules and updates add up, so that the panels and their legend fit the page's width.
+cell_width = max(10, min(22, 720 // max(1, len(updates) * matrices["module"].nunique())))
 st.altair_chart(charts.layer_module_map(matrices, stat, STATS[stat], facet="update", facet_order=updates,
-                                        selectable=True, current=current, cell=(22, 12)),
+                                        selectable=True, current=current, cell=(cell_width, 12)),
                 width="content", on_select="rerun", key="heat_spectra")
 st.caption(f"{len(tensors)} weight matrices per update; the {summary['tensor'].nunique() - len(tensors)} 1-D "
            "tensors (norms, biases) have a single singular value, their norm, and are left out.")

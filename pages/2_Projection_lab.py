@@ -16,9 +16,18 @@ from explorer.results.comparisons import nearest_scored  # noqa: E402
 from explorer.results.family_comparison import largest_gap  # noqa: E402
 from explorer.results.findings import focus_first  # noqa: E402
 from explorer.results.samples import samples_from_rows, samples_table  # noqa: E402
+from explorer.results.stages import GRID_FRACS, Stage, grid_stages  # noqa: E402
+from explorer.weights.projection import PAPER_SIDE  # noqa: E402
+from pages.common import compute  # noqa: E402
 
+bundle = compute.require(bundle, [Stage("energy")], "Compute the projection energies",
+                         "This page needs the energy each task update keeps when projected onto, or away from, the "
+                         "top-k alignment subspace and the random controls, at every ρ: one decomposition pass per "
+                         "fine-tuned member and projection side. Scores at chosen points follow.")
 curves = ui.table(bundle, "energy_curves")
-grid = ui.table(bundle, "projection")
+NO_POINTS = pd.DataFrame({**{c: pd.Series(dtype=object) for c in ("variant", "method", "subspace", "side")},
+                          **{c: pd.Series(dtype=float) for c in ("frac", *SCORES)}})
+grid = ui.table(bundle, "projection") if bundle.has("projection") else NO_POINTS
 family, problem = ui.checkpoints(bundle)
 variants = list(dict.fromkeys(curves["variant"]))
 c1, c2, c3, c4 = st.columns(4)
@@ -61,12 +70,21 @@ if not measured:
         reason = f"Method **{method}** is not in the precomputed grid, which holds {' and '.join(grid_methods)}."
     else:
         reason = f"The precomputed grid has no {variant} · {method} · {subspace} point."
-    st.info(reason)
+    st.info(reason if bundle.has("projection") else "No point of this family is scored yet.")
 elif not on_grid:
     fracs = " and ".join(f"{row['frac']:.2f}" for row in measured)
     st.info(f"ρ = {frac:.2f} is not a scored point. Shown instead: the nearest scored point"
             f"{'s on either side' if len(measured) > 1 else ''}, ρ = {fracs}, each measured at its own ρ; nothing is "
             f"interpolated. The energy metrics above are exact at ρ = {frac:.2f}.")
+stored = on_grid and not measured[0].get("live")
+if not stored and (side or PAPER_SIDE) == PAPER_SIDE:  # a live point is this session's: these keep it in the results
+    with st.expander("Score points into this family's results", expanded=not measured):
+        compute.profile_choice(bundle)
+        compute.offer(f"Compute this point (ρ = {frac:.2f})", [Stage("grid", points=((variant, method, subspace,
+                                                                                      round(frac, 2)),))],
+                      bundle, "compute_point")
+        compute.offer(f"Compute the {variant} grid (ρ = {', '.join(f'{f:g}' for f in GRID_FRACS)})",
+                      grid_stages([variant], GRID_FRACS), bundle, "compute_grid")
 stream_slots = None  # filled at the end of the page, so that everything else is drawn first
 # Drawn whenever it can act, so that the choice holds while the control crosses scored values.
 auto = family is not None and st.toggle(
@@ -202,11 +220,12 @@ with right:
                 st.caption(f"Every precomputed point of the {variant} fine-tune has the same {label} ({shown}): "
                            "its points move along the other axis only.")
     else:
-        st.info(f"No precomputed point of the {variant} fine-tune: the grid scores {', '.join(scored) or 'none'}. "
-                f"Compute points live above, or add its grid with `python -m explorer precompute FAMILY --extend "
-                f"--grid-variants {variant}`.")
+        st.info(f"No point of the {variant} fine-tune is scored yet"
+                + (f" (the grid scores {', '.join(scored)})" if scored else "") + ". Compute points or its grid "
+                f"above, or add its grid with `python -m explorer precompute FAMILY --extend --grid-variants "
+                f"{variant}`.")
 
-removed = ui.table(bundle, "removed_by_layer")
+removed = ui.table(bundle, "removed_by_layer") if bundle.has("removed_by_layer") else NO_POINTS
 if side is not None and "side" in removed:
     removed = removed[removed["side"] == side]
 at = removed[(removed["variant"] == variant) & (removed["method"] == method) & (removed["subspace"] == subspace)
@@ -214,13 +233,16 @@ at = removed[(removed["variant"] == variant) & (removed["method"] == method) & (
 st.markdown(f"**Task-update energy removed, per layer** ({variant}, {method} · {subspace}, ρ = {frac:.2f})")
 if len(at):
     st.altair_chart(charts.removed_by_layer(at, width=800), width="content")
+elif grid.empty and not bundle.has("projection"):
+    st.info("Energy removed per layer is computed with each scored point; no point is scored yet (see above).")
 elif removed.empty:
     st.info(f"Energy removed per layer is precomputed for the grid's points only, none of them on the {side} side.")
 else:
     st.info("Energy removed per layer is precomputed for the grid's points only (methods "
             f"{' and '.join(sorted(set(removed['method'])))}; ρ = "
             f"{', '.join(f'{f:g}' for f in sorted(set(removed['frac'])))}); choose one of them to see it.")
-ui.download(grid, "projection grid", "projection-grid.csv", key="dl_grid")
+if len(grid):
+    ui.download(grid, "projection grid", "projection-grid.csv", key="dl_grid")
 ui.download(curve, "energy curves", f"energy-{variant}-{method}.csv", key="dl_curves")
 
 st.header("Defences: Safe LoRA beside the projections")

@@ -12,7 +12,13 @@ bundle = ui.page("Update overlap", "Update overlap",
 from explorer.checkpoints.architectures import readable_role  # noqa: E402
 from explorer.results import charts  # noqa: E402
 from explorer.results.family_comparison import largest_gap  # noqa: E402
+from explorer.results.stages import Stage  # noqa: E402
 from explorer.weights.mso import by_layer  # noqa: E402
+from pages.common import compute  # noqa: E402
+
+bundle = compute.require(bundle, [Stage("update_mso")], "Compute the update overlaps",
+                         "This page needs the MSO of the family's pairs of updates at every η: one decomposition "
+                         "with singular vectors per tensor of each update in a pair.")
 
 mso = ui.table(bundle, "update_mso")
 mso["pair"] = mso["a"] + " · " + mso["b"]

@@ -10,12 +10,18 @@ bundle = ui.page("Activation space", "Activation space",
                  "while their top subspaces still overlap (MSO): both are shown per layer. Search for a prompt, "
                  "colour prompts by set or by how a member answered them, and drag a box over points to read their "
                  "prompts and responses.")
-if not bundle.has("activation_mso"):
-    st.error("This family's precomputed results have no activation analysis: run "
-             "`python -m explorer precompute FAMILY.toml` without --no-activations.")
-    st.stop()
 from explorer.activations.mso import headline_layers  # noqa: E402
 from explorer.results import charts  # noqa: E402
+from explorer.results.stages import Stage  # noqa: E402
+from pages.common import compute  # noqa: E402
+
+everyone = [Stage("activations", m) for m in compute.family_members()]
+NEEDS = ("Each member's analysis runs its model on {count} prompts (useful, harmful and benign), keeps the hidden "
+         "state of every layer, and embeds each layer in 2-D; the members' stages run one after another.")
+if bundle is None or not bundle.has("activation_mso"):
+    compute.offer("Compute activations", everyone, bundle, "compute_activations",
+                  needs="This page needs the activations of the family's members. " + NEEDS.format(count=768))
+    st.stop()
 
 ALL = "all members, side by side"
 RERUN = "This family's precomputed results hold no responses to these prompts; run `python -m explorer precompute` " \
@@ -27,6 +33,11 @@ family, problem = ui.checkpoints(bundle)
 members = charts.natural_order(embeddings["member"].unique())
 n_layers = int(embeddings["layer"].max())
 band = headline_layers(n_layers)
+missing = [s for s in everyone if s.member not in members]
+if missing:
+    with st.expander(f"Not computed yet: the activations of {', '.join(s.member for s in missing)}"):
+        compute.offer("Compute the activations of the other members", missing, bundle, "compute_more_activations",
+                      needs=NEEDS.format(count=len(prompts)))
 c1, c2, c3 = st.columns([1, 2, 1])
 member = c1.selectbox("Member", [*members, ALL], index=members.index("aligned") if "aligned" in members else 0,
                       key="act_member")

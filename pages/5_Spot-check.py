@@ -83,7 +83,7 @@ else:
     from explorer.results.spot_example import spot_example
 
     with ui.errors("Reading the example spot-check"):
-        example = spot_example(bundle)
+        example = spot_example(bundle) if bundle is not None else None
     if example is None:
         st.info("Give a checkpoint above to see where its update sits next to this family's useful and harmful "
                 "fine-tunes. This family's precomputed results hold no example spot-check (`python -m explorer demo "

@@ -92,3 +92,17 @@ def tiny_broad(tiny_demo) -> Path:
                         config=config)
     precompute(family.path, profile="smoke", grid_fracs=(0.25, 0.5), grid_variants=["contaminated"])
     return family.path
+
+
+@pytest.fixture(scope="session")
+def fresh_family(tmp_path_factory, smollm_tokenizer_dir) -> Path:
+    """A tiny random Llama family with SmolLM2's real tokenizer in every member and no results anywhere: what a user
+    points the app at before computing anything. Use it with the `cache` fixture, so that its results stay private."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm_tokenizer_dir)
+    root = tmp_path_factory.mktemp("fresh")
+    path = random_family(root, LlamaConfig(**{**TINY, "vocab_size": len(tokenizer)}), name="fresh")
+    for member in ("base", "aligned", "useful", "harmful", "contaminated"):
+        tokenizer.save_pretrained(root / member)
+    return path

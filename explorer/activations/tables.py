@@ -69,16 +69,19 @@ def prompt_responses(family: Family, member: str, prompts: dict[str, list[str]],
 
 
 def activation_tables(family: Family, sets: tuple[str, ...] = DEFAULT_SETS, count: int = DEFAULT_COUNT,
-                      umap_layers: list[int] | None = None, callback: Callback | None = None) -> dict[str, pd.DataFrame]:
+                      umap_layers: list[int] | None = None, callback: Callback | None = None,
+                      members: list[str] | None = None) -> dict[str, pd.DataFrame]:
+    """The activation analyses of `members` (default: every member of the family)."""
+    members = family.members if members is None else members
     prompts = prompt_sets(sets, count)
-    check_fits(family, family.members, prompts)  # every member, before the first one's work
-    fill_on_runner(family, family.members, prompts, callback=callback)
+    check_fits(family, members, prompts)  # every member, before the first one's work
+    fill_on_runner(family, members, prompts, callback=callback)
     bases = writer_bases(family)
     pairs = [p for p in SET_PAIRS if set(p) <= set(prompts)]
     tables: dict[str, list[pd.DataFrame]] = {k: [] for k in
                                              ("activation_mso", "refusal_direction", "refusal_alignment", "probe",
                                               "embeddings", "activation_responses")}
-    for member in track(family.members, "activation analyses", callback=callback):
+    for member in track(members, "activation analyses", callback=callback):
         states = extract(family, member, prompts, callback=callback)
         n_states = next(iter(states.values())).shape[1]
         for a, b in pairs:

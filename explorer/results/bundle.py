@@ -88,11 +88,13 @@ def write_bundle(name: str, manifest: dict, scores: dict, tables: dict[str, pd.D
         return _swap_in(name, manifest, scores, tables)
 
 
-def update_bundle(name: str, change: Callable[["Bundle"], tuple[dict, dict, dict[str, pd.DataFrame]]]) -> Path:
-    """Read the family's bundle as it is now, under its lock, and write what `change` makes of it (its manifest,
-    scores and tables): what another writer added in the meantime is kept."""
+def update_bundle(name: str, change: Callable[["Bundle | None"], tuple[dict, dict, dict[str, pd.DataFrame]]],
+                  replace: bool = False) -> Path:
+    """Read the family's bundle as it is now (None if it has none, or with `replace`: one being started anew may be
+    damaged), under its lock, and write what `change` makes of it (its manifest, scores and tables): what another
+    writer added in the meantime is kept."""
     with bundle_lock(name):
-        return _swap_in(name, *change(Bundle.load(name)))
+        return _swap_in(name, *change(Bundle.load(name) if find_bundle(name) and not replace else None))
 
 
 def _json(path: Path) -> object:
@@ -169,6 +171,13 @@ class Bundle:
     def tables(self) -> dict[str, pd.DataFrame]:
         """Every table of the bundle by name, to rewrite it with some of them changed."""
         return {path.stem: self.table(path.stem) for path in sorted(self.folder.glob("*.parquet"))}
+
+    def column_values(self, table: str, column: str) -> set:
+        """The distinct values of one column of a table, read without the rest of it."""
+        if not self.has(table):
+            return set()
+        return set(self._read(f"{table}.parquet", lambda p: pd.read_parquet(p, columns=[column]),
+                              lambda frame: None)[column])
 
     def has(self, table: str) -> bool:
         return (self.folder / f"{table}.parquet").exists()

@@ -113,8 +113,13 @@ def _table(frame: pd.DataFrame, index: bool = False) -> str:
 def _family_sections(bundle: Bundle, measured: list[Finding], level: int, first_chart: int) -> list[str]:
     """A family's members and findings; headings start at <h{level}>, charts are numbered from first_chart."""
     h = f"h{level}"
-    parts = [f"<{h}>Members</{h}>", chart_figure(charts.member_scores(bundle.scores), first_chart, CAPTIONS[0]),
-             _table(member_table(bundle.scores).rename_axis("member"), index=True)]
+    parts = [f"<{h}>Members</{h}>"]
+    if bundle.scores:
+        parts += [chart_figure(charts.member_scores(bundle.scores), first_chart, CAPTIONS[0]),
+                  _table(member_table(bundle.scores).rename_axis("member"), index=True)]
+    else:
+        parts.append("<p>No member is scored yet: these results were computed stage by stage, and the member "
+                     "scores are not among them.</p>")
     for finding in measured:
         verdict, colour = _VERDICT[finding.verdict]
         parts += [f"<{h}>{finding.number}. {_text(finding.title)}</{h}>",

@@ -59,14 +59,15 @@ def headline(family_path: str | Path) -> dict:
         "command": manifest["command"],
         "grid": manifest.get("grid"),
         "models": {m: model_entry(s) for m, s in bundle.scores.items()},
-        "projection": projection_entries(bundle.table("projection")),
+        "projection": projection_entries(bundle.table("projection")) if bundle.has("projection") else [],
         "safelora": report_rows(bundle),
         "findings": [f.as_json() for f in findings(bundle)],
     }
-    mso = bundle.table("update_mso")
-    matrices = mso[mso["cols"] > 1]
-    report["update_mso"] = matrices.groupby(["a", "b", "energy_frac"], as_index=False)[["mso", "mso_random"]] \
-        .mean().to_dict("records")
+    if bundle.has("update_mso"):  # results computed stage by stage may not have it yet
+        mso = bundle.table("update_mso")
+        matrices = mso[mso["cols"] > 1]
+        report["update_mso"] = matrices.groupby(["a", "b", "energy_frac"], as_index=False)[["mso", "mso_random"]] \
+            .mean().to_dict("records")
     for table, columns in ACTIVATION_COLUMNS.items():
         if bundle.has(table):
             report[table] = _records(bundle.table(table), columns)

@@ -88,8 +88,6 @@ def scores_problem(scores: object) -> str | None:
     """What is wrong with a bundle's member scores (member -> scores), or None."""
     if _not_an_object(scores):
         return _not_an_object(scores)
-    if not scores:
-        return "it holds no member's scores"
     for member, entry in scores.items():
         if not isinstance(entry, dict):
             return f"the scores of {member!r} are not an object"

@@ -28,8 +28,12 @@ def render(bundle: Bundle) -> None:
     from explorer.results import defence_charts, defences
 
     if not (bundle.has("safelora") and bundle.has("safelora_cosines")):
-        st.info("These precomputed results have no Safe LoRA points; run `python -m explorer precompute` on the "
-                "family again to add them.")
+        from explorer.results.stages import Stage
+        from pages.common import compute
+
+        compute.offer("Compute Safe LoRA's points", [Stage("safelora")], bundle, "compute_safelora",
+                      needs="These results have no Safe LoRA points yet: for every fine-tuned member, each tensor's "
+                            "cosine with the alignment matrix, then about nine thresholds τ, each scored.")
         return
     st.markdown(INTRO)
     cosines, points = ui.table(bundle, "safelora_cosines"), ui.table(bundle, "safelora")

@@ -47,17 +47,30 @@ def _use_app_navigation() -> None:
         st.rerun()
 
 
-def page(name: str, heading: str, intro: str) -> Bundle:
-    """Page config, heading and introduction, then the chosen family's precomputed results."""
+def page(name: str, heading: str, intro: str) -> Bundle | None:
+    """Page config, heading and introduction, the family's job in the sidebar, then the chosen family's results:
+    None while it has none (a page offers to compute what it needs: pages.common.compute)."""
+    from pages.common.job_panel import job_panel
+
     _use_app_navigation()
     st.set_page_config(page_title=f"{name} · Subspace Explorer", page_icon="🧭", layout="wide")
     st.title(heading)
     st.markdown(intro)
     result = bundle()
-    _comparison_picker(result)
+    with errors("Reading the family's job"):
+        job_panel(family_name())
+    if result is not None:
+        _comparison_picker(result)
     with st.sidebar.expander("Glossary", expanded=True):
         st.caption(GLOSSARY)
     return result
+
+
+def family_name() -> str:
+    """The chosen family's name, from its file (checked by bundle(), which every page calls first)."""
+    from explorer.checkpoints.family import read_family_spec
+
+    return str(read_family_spec(st.session_state["family"])["name"])
 
 
 log = logging.getLogger("explorer.app")
@@ -123,20 +136,26 @@ def _stamp(name: str) -> float:
     return (folder / "manifest.json").stat().st_mtime if folder else 0.0
 
 
-def bundle() -> Bundle:
-    """The chosen family's precomputed results; stops the page with a clear message if there are none."""
+def bundle() -> Bundle | None:
+    """The chosen family's precomputed results, or None if it has none yet; stops the page with a clear message if
+    the family file or its results cannot be read."""
     from explorer.checkpoints.family import read_family_spec
     from explorer.results.summary import profile_note
 
     path = family_path()
     with errors("Loading the precomputed results"):
         name = str(read_family_spec(path)["name"])
-        result = _bundle(name, _stamp(name))
+        stamp = _stamp(name)
+        if not stamp:
+            st.sidebar.caption(f"**{name}** · no results computed yet")
+            return None
+        result = _bundle(name, stamp)
     manifest = result.manifest
     extensions = [e["created"][:10] for e in manifest.get("extensions", []) if isinstance(e, dict) and "created" in e]
     extended = f" (grid extended {extensions[-1]})" if extensions else ""
+    scored = bool(result.scores) or result.has("projection") or result.has("safelora")
     st.sidebar.caption(f"**{manifest['family']}** · precomputed {manifest['created'][:10]}{extended} · "
-                       f"{profile_note(manifest)}")
+                       + (profile_note(manifest) if scored else "nothing scored yet"))
     return result
 
 
@@ -167,21 +186,27 @@ def _comparison_picker(current: Bundle) -> None:
     """The sidebar's choice of a second family; it persists across pages. By default a demo family is compared
     with the other demo family."""
     name = current.manifest["family"]
+    key = _compare_key(name)
     others = [n for n in _families_with_results() if n != name]
     if not others:
-        st.session_state.pop("compare_choice", None)
+        st.session_state.pop(key, None)
         return
     options = [NO_COMPARISON, *others]
     chosen = st.session_state.get("compare_family", PAIRED.get(name, NO_COMPARISON))
     st.sidebar.selectbox("Compare with", options, index=options.index(chosen) if chosen in options else 0,
-                         key="compare_choice", help="A second family with precomputed results, drawn beside this "
-                                                    "one on the Overview and overlaid on the energy and MSO curves.",
-                         on_change=lambda: st.session_state.update(compare_family=st.session_state["compare_choice"]))
+                         key=key, help="A second family with precomputed results, drawn beside this one on the "
+                                       "Overview and overlaid on the energy and MSO curves.",
+                         on_change=lambda: st.session_state.update(compare_family=st.session_state[key]))
+
+
+def _compare_key(name: str) -> str:
+    """Each family's own comparison widget: another family does not inherit the last one's (demo's demo-broad)."""
+    return f"compare_choice_{name}"
 
 
 def comparison(current: Bundle) -> tuple[str, Bundle] | None:
     """The second family chosen in the sidebar, with its precomputed results; None for no comparison."""
-    choice = st.session_state.get("compare_choice", NO_COMPARISON)
+    choice = st.session_state.get(_compare_key(current.manifest["family"]), NO_COMPARISON)
     if choice in (NO_COMPARISON, current.manifest["family"]):
         return None
     try:

@@ -58,3 +58,18 @@ def server(tmp_path_factory) -> Iterator[str]:
 def serve():
     """`serve(env, log)`: the app with an environment of the test's own (a private cache, say), as a context."""
     return streamlit_server
+
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's; never `playwright install`
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium driven by Playwright, shared by a test module's browser tests."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
+                                                                     "--disable-background-networking"])
+        yield chromium
+        chromium.close()

@@ -6,12 +6,9 @@ import os
 import time
 from pathlib import Path
 
-import pytest
-from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / os.environ.get("EXPLORER_SCREENSHOTS", "test-artifacts/screenshots")
-CHROMIUM = "/usr/bin/chromium"
 # The first page opened is not the overview: a fresh server must show the app's navigation on any page.
 PAGES = {"spectra": "Weight_spectra", "overview": "", "projection": "Projection_lab", "overlap": "Update_overlap",
          "activations": "Activation_space", "spot-check": "Spot-check"}
@@ -29,15 +26,6 @@ COLOURED = """async (src) => {
   }
   return n;
 }"""
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu",
-                                                                     "--disable-background-networking"])
-        yield chromium
-        chromium.close()
 
 
 def _open(page, url: str) -> None:

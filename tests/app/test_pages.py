@@ -170,8 +170,11 @@ def test_bad_family_path_shows_an_error(tiny_demo, tmp_path):
     at = _run("app.py", tmp_path / "missing.toml")
     assert not at.exception and any("family file not found" in e.value for e in at.error)
     (tmp_path / "nobundle.toml").write_text('name = "nobody"\nbase = "b"\naligned = "a"\n[finetuned]\nx = "y"\n')
-    at = _run("app.py", tmp_path / "nobundle.toml")
-    assert not at.exception and any("no precomputed results" in e.value for e in at.error)
+    at = _run("app.py", tmp_path / "nobundle.toml")  # no results, no checkpoints: it opens, and says what it lacks
+    assert not at.exception and not at.error
+    assert any("nobody has no results yet" in m.value for m in at.markdown)
+    button = next(b for b in at.button if b.label == "Compute every missing stage")
+    assert button.disabled and any("checkpoints" in c.value for c in at.caption)
 
 
 def test_spot_check_bad_input_and_mismatch(tiny_demo, qwen_family):
@@ -394,7 +397,7 @@ def test_activation_page_states_k_and_offers_the_centered_variant(tiny_demo, tmp
 def test_overview_sets_two_families_side_by_side(tiny_demo, tiny_broad):
     at = _run("app.py", tiny_demo, compare_family="tiny-broad")
     assert not at.exception, at.exception
-    assert at.sidebar.selectbox(key="compare_choice").value == "tiny-broad"
+    assert at.sidebar.selectbox(key="compare_choice_tiny").value == "tiny-broad"
     assert "Side by side: tiny and tiny-broad" in [h.value for h in at.subheader]
     table = at.dataframe[0].value
     assert len(table) == 6 and {"tiny: verdict", "tiny-broad: verdict"} <= set(table.columns)
@@ -403,7 +406,7 @@ def test_overview_sets_two_families_side_by_side(tiny_demo, tiny_broad):
     assert set(_chart_rows(at, overlap)["family"]) == {"tiny", "tiny-broad"}
     members = at.dataframe[1].value
     assert "tiny-broad · aligned" in members.index and "House style" in members.columns
-    at.sidebar.selectbox(key="compare_choice").set_value("none").run()
+    at.sidebar.selectbox(key="compare_choice_tiny").set_value("none").run()
     assert "Side by side: tiny and tiny-broad" not in [h.value for h in at.subheader]
 
 

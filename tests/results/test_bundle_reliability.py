@@ -107,10 +107,10 @@ def test_two_extend_runs_at_once_both_keep_their_points(tiny_broad, tmp_path, mo
     code = """
         import sys, time
         from pathlib import Path
-        import explorer.results.precompute as precompute
+        import explorer.results.stages as stages
         from explorer.cli import main
         me, other, frac = sys.argv[1:4]
-        scored = precompute.grid_tables
+        scored = stages.grid_tables
         def wait_for_the_other(*args, **kwargs):
             tables = scored(*args, **kwargs)
             Path(me).touch()
@@ -119,7 +119,7 @@ def test_two_extend_runs_at_once_both_keep_their_points(tiny_broad, tmp_path, mo
                     break
                 time.sleep(0.1)
             return tables
-        precompute.grid_tables = wait_for_the_other
+        stages.grid_tables = wait_for_the_other
         sys.exit(main(["precompute", {family!r}, "--extend", "--grid-variants", "contaminated", "--grid-fracs", frac]))
     """.format(family=str(tiny_broad))
     env = {**os.environ, "EXPLORER_CACHE_DIR": str(cache), "PYTHONPATH": str(ROOT)}
@@ -195,7 +195,7 @@ BAD_PARTS = {
     "manifest.json": [([], "it holds a JSON list, not an object"), ({"family": "small"}, "its 'created' is missing or not a str"),
                       ({**_small("x")[0], "seed": "zero"}, "its 'seed' is not an integer"),
                       ({**_small("x")[0], "grid": {"fracs": ["a"]}}, "its grid's 'fracs' are not a list of numbers")],
-    "scores.json": [({}, "it holds no member's scores"), ({"aligned": 3}, "the scores of 'aligned' are not an object"),
+    "scores.json": [([], "it holds a JSON list, not an object"), ({"aligned": 3}, "the scores of 'aligned' are not an object"),
                     ({"aligned": {"refusal_rate": "high"}}, "'aligned''s refusal_rate is not a number"),
                     ({"aligned": {"refusal_rate_ci": [0.1]}}, "'aligned''s refusal_rate_ci is not a pair of numbers")],
 }

@@ -10,7 +10,7 @@ import pytest
 from explorer.evaluation.evaluate import SCORES
 from explorer.results.bundle import Bundle
 from explorer.results.findings import INCONCLUSIVE, REFUTES, SUPPORTS, UNMEASURED, findings
-from explorer.results.precompute import GRID_FRACS
+from explorer.results.stages import GRID_FRACS
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = ("demo", "demo-broad")

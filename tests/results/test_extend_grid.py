@@ -68,7 +68,7 @@ def test_extend_with_nothing_missing_leaves_the_bundle_alone(broad_copy, capsys)
 @pytest.mark.parametrize("args,message", [
     (["--seed", "3"], "--seed 3 differs from the bundle's 0"),
     (["--grid-profile", "quick"], "--grid-profile quick differs from the bundle's smoke"),
-    (["--profile", "full"], "--profile and --no-activations do not apply"),
+    (["--profile", "full"], "--profile, --no-activations and --restart do not apply"),
     (["--grid-variants", "nope"], "nope not among the fine-tuned members of tiny-broad"),
 ])
 def test_extend_refuses_points_that_would_not_compare_like_with_like(broad_copy, capsys, args, message):
