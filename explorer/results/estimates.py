@@ -11,6 +11,7 @@ The constants were fitted on the demo family's stages on 2 CPU cores (benchmarks
 """
 from __future__ import annotations
 
+import math
 import time
 from functools import lru_cache
 
@@ -54,15 +55,8 @@ def _shapes(family: Family) -> tuple[tuple[int, int], ...]:
     for name in family.tensor_names:
         shape = store.shape(name)
         rows = shape[0] if shape else 1
-        shapes.append((rows, max(1, _numel(shape) // max(rows, 1))))
+        shapes.append((rows, max(1, math.prod(shape) // max(rows, 1))))
     return tuple(shapes)
-
-
-def _numel(shape) -> int:
-    count = 1
-    for size in shape:
-        count *= size
-    return count
 
 
 def _decomposition_ops(family: Family) -> float:

@@ -397,7 +397,3 @@ def machine() -> dict:
     return {"platform": platform.platform(), "processor": platform.machine(), "cpus": cpus,
             "device": str(torch.device("cuda" if torch.cuda.is_available() else "cpu"))}
 
-
-def missing(family: Family, stages: list[Stage]) -> list[Stage]:
-    bundle = current_bundle(family.name)
-    return [s for s in stages if not is_done(s, bundle)]
