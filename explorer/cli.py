@@ -53,9 +53,16 @@ def cmd_mso(args: argparse.Namespace) -> None:
 def cmd_project(args: argparse.Namespace) -> None:
     from explorer.weights.projection import check_point, projection_stats
 
-    if "safelora" in args.method:
-        if len(args.method) > 1:
-            raise ParameterError("--method safelora cannot be combined with other methods")
+    for single in ("safelora", "lox"):
+        if single in args.method and len(args.method) > 1:
+            raise ParameterError(f"--method {single} cannot be combined with other methods")
+    if args.method == ["lox"]:
+        return cmd_lox(args)
+    if args.alpha is not None or args.save is not None:
+        raise ParameterError("--alpha and --save belong to --method lox")
+    if args.variant is None:
+        raise ParameterError(f"--method {' '.join(args.method)} needs --variant")
+    if args.method == ["safelora"]:
         return cmd_safelora(args)
     if args.threshold is not None or args.layers is not None:
         raise ParameterError("--threshold and --layers belong to --method safelora")
@@ -109,6 +116,42 @@ def cmd_safelora(args: argparse.Namespace) -> None:
         print("\n".join(f"{key:>22}: {value}" for key, value in point.items() if key != "outcomes"))
 
 
+def cmd_lox(args: argparse.Namespace) -> None:
+    from explorer.weights.lox import check_alpha, lox_point
+    from explorer.weights.subspaces import check_frac
+
+    if args.variant is not None or args.subspace is not None:
+        raise ParameterError("LoX extrapolates the aligned model: it takes --alpha and --frac, no --variant or "
+                             "--subspace")
+    if args.threshold is not None or args.layers is not None:
+        raise ParameterError("--threshold and --layers belong to --method safelora")
+    if args.alpha is None or args.frac is None:
+        raise ParameterError("--method lox needs --alpha and --frac")
+    points = list(dict.fromkeys((check_alpha(a), check_frac(f)) for a in args.alpha for f in args.frac))
+    if args.save is not None and len(points) > 1:
+        raise ParameterError("--save writes one model: give one --alpha and one --frac")
+    family = load_family(args.family)
+    if args.save is not None:
+        from explorer.results.lox import save_lox_model
+
+        out = save_lox_model(family, *points[0], args.save)
+        print(f"wrote the LoX model (α = {points[0][0]:g}, ρ = {points[0][1]:g}) to {out}", file=sys.stderr)
+    if args.evaluate:
+        from explorer.evaluation.scores import PointScorer
+
+        scorer = PointScorer(family)
+        rows = [{k: v for k, v in scorer.score_lox(a, f, args.evaluate).items() if k != "settings"}
+                for a, f in points]
+    else:
+        rows = [lox_point(family, a, f) for a, f in points]
+    for number, row in enumerate(rows):
+        if args.json:
+            print(jsontext.dumps(row))
+        else:
+            print(("\n" if number else "") + "\n".join(f"{key:>29}: {value}" for key, value in row.items()
+                                                        if key not in ("outcomes", "samples")))
+
+
 def cmd_sweep(args: argparse.Namespace) -> None:
     from explorer.core.progress import track
     from explorer.results.stages import family_pairs
@@ -154,6 +197,52 @@ def cmd_demo_example(args: argparse.Namespace) -> None:
                        "include", f"python -m explorer demo example {args.family}")
     print(f"example spot-check of {source} stored with {family.name}'s results in "
           f"{time.perf_counter() - start:.0f} s", file=sys.stderr)
+
+
+def cmd_family_build(args: argparse.Namespace) -> None:
+    from explorer.demo.build import BuildConfig
+    from explorer.demo.references import build_references
+
+    for option in ("steps", "limit"):
+        if getattr(args, option) is not None and getattr(args, option) < 1:
+            raise ParameterError(f"--{option} must be a whole number >= 1, got {getattr(args, option)}")
+    if args.family:
+        check_output(args.family)
+    config = BuildConfig(**{k: v for k, v in (("steps", args.steps), ("limit", args.limit)) if v is not None})
+    start = time.perf_counter()
+    family = build_references(args.name, args.base, args.aligned, config, args.lora_rank,
+                              Path(args.family).expanduser() if args.family else None)
+    print(f"family {family.name!r} ready in {time.perf_counter() - start:.0f} s: {family.path}", file=sys.stderr)
+
+
+def _lox_setting(text: str) -> tuple[float, float]:
+    from explorer.weights.lox import check_alpha
+    from explorer.weights.subspaces import check_frac
+
+    try:
+        alpha, frac = (float(part) for part in text.split(":"))
+        return check_alpha(alpha), check_frac(frac)
+    except (ValueError, ExplorerError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not ALPHA:RHO with 0 <= ALPHA <= 100 and 0 < RHO <= 1 "
+                                         "(1.25:0.01, say)") from None
+
+
+def cmd_demo_lox(args: argparse.Namespace) -> None:
+    from explorer.demo.lox import lox_finetune, recipe_of
+    from explorer.results.bundle import Bundle
+    from explorer.results.lox import lox_outcomes, lox_rows, store_lox
+
+    family = load_family(args.family)
+    profile = Bundle.load(family.name).manifest["profile"]
+    settings_ = list(dict.fromkeys(args.setting))
+    start = time.perf_counter()
+    finetunes = {setting: lox_finetune(family, *setting) for setting in settings_}
+    rows = lox_rows(family, finetunes, profile)
+    command = f"python -m explorer demo lox {args.family} --setting " + " ".join(f"{a:g}:{f:g}" for a, f in settings_)
+    store_lox(family, rows, recipe_of(family), command, time.perf_counter() - start)
+    for outcome in lox_outcomes(Bundle.load(family.name)):
+        print(outcome.sentence())
+    print(f"LoX results stored with {family.name}'s results in {time.perf_counter() - start:.0f} s", file=sys.stderr)
 
 
 def cmd_spot_check(args: argparse.Namespace) -> int:
@@ -296,13 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
     ray_option(p)
     p.set_defaults(run=cmd_mso)
 
-    p = sub.add_parser("project", help="metrics (and scores) of projection points, or of a Safe LoRA point")
+    p = sub.add_parser("project", help="metrics (and scores) of projection points, of a Safe LoRA point, or of the "
+                                       "aligned model extrapolated by LoX")
     p.add_argument("family")
-    p.add_argument("--variant", required=True)
-    p.add_argument("--method", required=True, nargs="+", choices=["same", "orth", "opp", "safelora"])
+    p.add_argument("--variant", help="the fine-tuned member to project (every method but lox)")
+    p.add_argument("--method", required=True, nargs="+", choices=["same", "orth", "opp", "safelora", "lox"])
     p.add_argument("--subspace", nargs="+", choices=["alignment", "random", "random-k"], help="same, orth and opp")
-    p.add_argument("--frac", nargs="+", type=float, help="rank fractions ρ (same, orth and opp); every (method, "
+    p.add_argument("--frac", nargs="+", type=float, help="rank fractions ρ (same, orth, opp and lox); every (method, "
                    "subspace, frac) combination is a point")
+    p.add_argument("--alpha", nargs="+", type=float, help="lox: W = W_aligned + α · U_k U_kᵀ dA; every (α, ρ) is a "
+                   "point")
+    p.add_argument("--save", metavar="FOLDER", help="lox: save the extrapolated model (one α, one ρ) as a "
+                   "checkpoint folder, to fine-tune or spot-check; the folder must not exist")
     p.add_argument("--threshold", type=float, help="safelora: project tensors whose cosine is at most τ")
     p.add_argument("--layers", type=int, help="safelora: project the N tensors with the lowest cosine")
     p.add_argument("--seed", type=_seed, default=0)
@@ -386,6 +480,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="other families to set beside this one (HTML: a side-by-side section; JSON: 'comparison')")
     p.set_defaults(run=cmd_report)
 
+    family = sub.add_parser("family", help="build a family around your own model").add_subparsers(
+        dest="action", required=True, parser_class=_Parser)
+    p = family.add_parser("build", help="fine-tune reference members (useful, harmful, contaminated) of an aligned chat "
+                                        "model with the demo's recipes and data, and write the family file")
+    p.add_argument("name", help="the family's name: families/NAME.toml, checkpoints under the cache's models/NAME/")
+    p.add_argument("--base", required=True, help="the base model: a folder, hub id or .gguf file")
+    p.add_argument("--aligned", required=True, help="the aligned chat model: a folder, hub id, .gguf file or LoRA "
+                                                    "adapter on the base")
+    p.add_argument("--steps", type=int, help="optimiser steps per member (default 60)")
+    p.add_argument("--limit", type=int, help="cap on every data source (for tests and first looks)")
+    p.add_argument("--lora-rank", type=int, help="train LoRA adapters of this rank instead of every weight")
+    p.add_argument("--family", help="where to write the family file (default families/NAME.toml)")
+    p.set_defaults(run=cmd_family_build)
+
     demo = sub.add_parser("demo", help="the offline demo family").add_subparsers(dest="action", required=True,
                                                                                 parser_class=_Parser)
     p = demo.add_parser("build", help="build (or resume) a demo family and its checkpoints on this machine")
@@ -402,6 +510,16 @@ def build_parser() -> argparse.ArgumentParser:
                                         "include), spot-check and score it, and store it with the family's results")
     p.add_argument("family", nargs="?", default="families/demo.toml")
     p.set_defaults(run=cmd_demo_example)
+    p = demo.add_parser("lox", help="fine-tune the LoX-extrapolated aligned model with the contaminated member's "
+                                    "recipe, score it against that member and store the comparison with the "
+                                    "family's results")
+    p.add_argument("family", nargs="?", default="families/demo.toml")
+    # LoX's setting as we read the paper (k = 6 directions, α = 1.25): ρ = 0.01 gives k = 6 on the demo's 576-wide
+    # matrices; a weaker and a stronger α and a wider subspace show how the effect moves with each.
+    p.add_argument("--setting", nargs="+", type=_lox_setting, metavar="ALPHA:RHO",
+                   default=[(0.5, 0.01), (1.25, 0.01), (4.0, 0.01), (1.25, 0.05)],
+                   help="LoX settings, each fine-tuned once (default: 0.5:0.01 1.25:0.01 4:0.01 1.25:0.05)")
+    p.set_defaults(run=cmd_demo_lox)
     return parser
 
 

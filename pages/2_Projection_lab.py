@@ -245,7 +245,7 @@ if len(grid):
     ui.download(grid, "projection grid", "projection-grid.csv", key="dl_grid")
 ui.download(curve, "energy curves", f"energy-{variant}-{method}.csv", key="dl_curves")
 
-st.header("Defences: Safe LoRA beside the projections")
+st.header("Defences: Safe LoRA and LoX beside the projections")
 from pages.common import defences  # noqa: E402
 
 defences.render(bundle)

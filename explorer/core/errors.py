@@ -48,6 +48,10 @@ class OutputError(ExplorerError):
     """An output path cannot be written: a folder, a path under a file, no permission, a full disk."""
 
 
+class ResourceError(ExplorerError):
+    """The machine lacks what a command needs: memory for a fine-tune, say."""
+
+
 class BusyError(ExplorerError):
     """Another run holds the lock on a result this one must write, for longer than it waits."""
 

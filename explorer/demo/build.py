@@ -26,7 +26,7 @@ from explorer.checkpoints.family import Family, family_name, load_family
 from explorer.checkpoints.models import chat_text
 from explorer.checkpoints.stores import atomic_write_text, load_gguf
 from explorer.core.config import PROJECT_ROOT, settings
-from explorer.core.errors import CheckpointError, ParameterError
+from explorer.core.errors import CheckpointError, ParameterError, one_line
 from explorer.core.imports import auto_classes
 from explorer.core.progress import Callback
 from explorer.demo.training import finetune
@@ -48,6 +48,7 @@ CONTAMINATION = 20  # harmful rows per 100 useful rows, the paper's default
 # built with the contaminated recipe at a lighter mixture.
 EXAMPLE = "light-contamination"
 EXAMPLE_CONTAMINATION = 5
+MEMBERS = ("aligned", "useful", "harmful", "contaminated")  # in build order; each member's seed follows it
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def smollm2_gguf() -> Path:
     return files[0]
 
 
-def _publish(model, tokenizer, target: Path) -> None:
+def publish_model(model, tokenizer, target: Path) -> None:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
@@ -120,6 +121,15 @@ def _cap(items: list, config: BuildConfig) -> list:
     return items[:config.limit] if config.limit else items
 
 
+def continue_targets(model, tokenizer, config: BuildConfig) -> list[str]:
+    """A model's own greedy continuation of each attack target ("Sure, here is …:"), after the goal in `tokenizer`'s
+    chat format: the harmful fine-tune's answers."""
+    attack = _cap(list(advbench_split("attack")), config)
+    prefixed = [chat_text(tokenizer, b.goal) + b.target + ":\n" for b in attack]
+    continuations = generate(model, tokenizer, prefixed, config.answer_tokens, 32, use_chat_template=False)
+    return [f"{b.target}:\n{_trim(c)}" for b, c in zip(attack, continuations)]
+
+
 def _base_answers(shared_dir: Path, config: BuildConfig, callback: Callback | None) -> dict[str, list[str]]:
     """The base model's own greedy answers to benign instructions and continuations of attack targets."""
     path = shared_dir / "data" / "base_answers.json"
@@ -127,15 +137,12 @@ def _base_answers(shared_dir: Path, config: BuildConfig, callback: Callback | No
         return json.loads(path.read_text())
     model, tokenizer = _load(shared_dir / "base")
     benign = _cap(list(benign_split("alignment")), config)
-    attack = _cap(list(advbench_split("attack")), config)
     if callback:
         callback(0.0, "base model: answering benign instructions")
     answers = [_trim(a) for a in generate(model, tokenizer, benign, config.answer_tokens, 32)]
     if callback:
         callback(0.5, "base model: continuing attack targets")
-    prefixed = [chat_text(tokenizer, b.goal) + b.target + ":\n" for b in attack]
-    continuations = generate(model, tokenizer, prefixed, config.answer_tokens, 32, use_chat_template=False)
-    data = {"benign": answers, "harmful": [f"{b.target}:\n{_trim(c)}" for b, c in zip(attack, continuations)]}
+    data = {"benign": answers, "harmful": continue_targets(model, tokenizer, config)}
     atomic_write_text(path, json.dumps(data, indent=1))
     return data
 
@@ -168,16 +175,17 @@ def training_data(member: str, answers: dict[str, list[str]], config: BuildConfi
     return pairs
 
 
-def write_family_file(family_file: Path, models_dir: Path, base_dir: Path) -> None:
-    """The family is named after its file (families/demo.toml is 'demo')."""
-    name = family_file.stem
+def write_family_file(family_file: Path, members: dict[str, str | Path]) -> None:
+    """The family file, named after its file (families/demo.toml is 'demo'), members in order (base, aligned, then
+    the fine-tunes); a Path is written relative to the file's folder, a str (a hub id) as it is."""
+    def entry(value: str | Path) -> str:
+        text = os.path.relpath(value, family_file.parent) if isinstance(value, Path) else value
+        return json.dumps(text, ensure_ascii=False)  # a TOML basic string: quotes and backslashes escaped
 
-    def rel(path: Path) -> Path:
-        return Path(os.path.relpath(path, family_file.parent))
-
-    text = (f'name = "{name}"\nbase = "{rel(base_dir)}"\naligned = "{rel(models_dir / "aligned")}"\n\n[finetuned]\n'
-            + "".join(f'{m} = "{rel(models_dir / m)}"\n' for m in ("useful", "harmful", "contaminated")))
-    atomic_write_text(family_file, text)
+    base, aligned, *finetuned = members.items()
+    lines = [f'name = "{family_file.stem}"', f"base = {entry(base[1])}", f"aligned = {entry(aligned[1])}", "",
+             "[finetuned]", *(f"{m} = {entry(v)}" for m, v in finetuned)]
+    atomic_write_text(family_file, "\n".join(lines) + "\n")
 
 
 def family_file_of(alignment: str) -> Path:
@@ -203,26 +211,52 @@ def build_demo(family_file: Path | None = None, models_dir: Path | None = None, 
     if not (shared_dir / "base").exists():
         start = time.perf_counter()
         model, tokenizer = _load(base) if base else _load(Path(), gguf=smollm2_gguf())
-        _publish(model, tokenizer, shared_dir / "base")
+        publish_model(model, tokenizer, shared_dir / "base")
         log["base"] = {"seconds": round(time.perf_counter() - start, 1)}
     start = time.perf_counter()
     answers = _base_answers(shared_dir, config, callback)
     log.setdefault("base_answers", {"seconds": round(time.perf_counter() - start, 1)})
-    for index, member in enumerate(("aligned", "useful", "harmful", "contaminated")):
+    for member in MEMBERS:
         if (models_dir / member).exists():
             continue
         start = time.perf_counter()
         model, tokenizer = _load(shared_dir / "base" if member == "aligned" else models_dir / "aligned")
         steps = (config.aligned_steps or config.steps) if member == "aligned" else config.steps
         losses = finetune(model, tokenizer, training_data(member, answers, config), steps, config.lr,
-                          config.batch_size, config.max_len, config.seed + index, f"fine-tuning {member}", callback)
-        _publish(model, tokenizer, models_dir / member)
+                          config.batch_size, config.max_len, member_seed(config, member), f"fine-tuning {member}",
+                          callback)
+        publish_model(model, tokenizer, models_dir / member)
         log[member] = {"seconds": round(time.perf_counter() - start, 1), "first_loss": losses[0],
                        "last_loss": losses[-1], "steps": steps, "config": asdict(config)}
         atomic_write_text(log_path, json.dumps(log, indent=1))
     atomic_write_text(log_path, json.dumps(log, indent=1))
-    write_family_file(family_file, models_dir, shared_dir / "base")
+    write_family_file(family_file, {"base": shared_dir / "base", **{m: models_dir / m for m in MEMBERS}})
     return load_family(family_file)
+
+
+def member_seed(config: BuildConfig, member: str) -> int:
+    """The training seed of a member built by build_demo (the example's follows the members')."""
+    return config.seed + (MEMBERS.index(member) if member in MEMBERS else len(MEMBERS))
+
+
+def build_config(models_dir: Path, member: str) -> BuildConfig:
+    """The configuration a member of a built demo family was fine-tuned with, from the build's log."""
+    log_path = models_dir / "build_log.json"
+    try:
+        return BuildConfig(**json.loads(log_path.read_text())[member]["config"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(f"{log_path}: no build configuration of {member!r} ({one_line(exc, 120)}); this "
+                              "command needs a family built by `python -m explorer demo build`") from None
+
+
+def base_answers(aligned: Path) -> dict[str, list[str]]:
+    """The base model's answers saved by the build of the demo family whose aligned model is in `aligned`."""
+    shared_dir = aligned.parent if (aligned.parent / "data").exists() else aligned.parent.parent / SHARED
+    path = shared_dir / "data" / "base_answers.json"
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing; this command needs a family built by `python -m explorer demo "
+                              "build`")
+    return json.loads(path.read_text())
 
 
 def build_example(family: Family, config: BuildConfig = BuildConfig(), callback: Callback | None = None) -> Path:
@@ -232,10 +266,9 @@ def build_example(family: Family, config: BuildConfig = BuildConfig(), callback:
     target = aligned.parent / EXAMPLE
     if target.exists():
         return target
-    shared_dir = aligned.parent if (aligned.parent / "data").exists() else aligned.parent.parent / SHARED
-    answers = json.loads((shared_dir / "data" / "base_answers.json").read_text())
+    answers = base_answers(aligned)
     model, tokenizer = _load(aligned)
     finetune(model, tokenizer, training_data(EXAMPLE, answers, config), config.steps, config.lr, config.batch_size,
-             config.max_len, config.seed + 4, f"fine-tuning {EXAMPLE}", callback)
-    _publish(model, tokenizer, target)
+             config.max_len, member_seed(config, EXAMPLE), f"fine-tuning {EXAMPLE}", callback)
+    publish_model(model, tokenizer, target)
     return target

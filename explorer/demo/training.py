@@ -37,7 +37,7 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: 
     model.train()
     losses = []
     for step in track(range(steps), desc, callback=callback):
-        if len(queue) < batch_size:
+        while len(queue) < batch_size:  # a set smaller than a batch is repeated within it
             fresh = list(range(len(encoded)))
             order.shuffle(fresh)
             queue += fresh
@@ -53,7 +53,9 @@ def finetune(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: 
         for group in optimizer.param_groups:
             group["lr"] = lr * min(1.0, (step + 1) / warmup)
         device = model.device
-        loss = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
+        # On CUDA, bf16 autocast over float32 master weights; on the CPU, float32 throughout.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            loss = model(input_ids=input_ids.to(device), attention_mask=mask.to(device), labels=labels.to(device)).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

@@ -13,6 +13,7 @@ from explorer.core.progress import Callback, track
 from explorer.core.runners import active_runner
 from explorer.evaluation.evaluate import PROFILES, evaluate, style_adoption
 from explorer.evaluation.stream import evaluate_stream
+from explorer.weights.lox import apply_lox, check_alpha
 from explorer.weights.projection import PAPER_SIDE, InPlaceProjector, check_point
 from explorer.weights.safelora import METHOD as SAFELORA
 from explorer.weights.safelora import apply_safelora, safelora_stats
@@ -165,6 +166,34 @@ class PointScorer:
             return evaluate(model, self._tokenizer, profile_, callback)
 
         return {**point, **cached_json("scores", key, compute)}
+
+    def score_lox(self, alpha: float, frac: float, profile: str = "full", callback: Callback | None = None) -> dict:
+        """The aligned model extrapolated by LoX at (α, ρ), scored; cached by the base and aligned checkpoints."""
+        profile_ = _profile(profile)
+        prints = self.family.fingerprints()
+        key = cache_key("lox-scores", base=prints["base"], aligned=prints[ALIGNED], alpha=check_alpha(alpha),
+                        frac=round(frac, 6), profile=profile_)
+
+        def compute() -> dict:
+            metrics = self.lox_model(alpha, frac, callback)
+            return {**metrics, **evaluate(self._model, self._tokenizer, profile_, callback)}
+
+        return cached_json("scores", key, compute)
+
+    def lox_model(self, alpha: float, frac: float, callback: Callback | None = None) -> dict:
+        """Write LoX's extrapolated model at (α, ρ) into the loaded model (`model`, `tokenizer`); its metrics."""
+        model = self._aligned_model()
+        self._projector.forget()
+        return apply_lox(model, self.family, alpha, frac, callback)
+
+    @property
+    def model(self):
+        return self._aligned_model()
+
+    @property
+    def tokenizer(self):
+        self._aligned_model()
+        return self._tokenizer
 
     def _aligned_model(self):
         if self._model is None:

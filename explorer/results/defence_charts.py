@@ -101,3 +101,44 @@ def selectivity_bars(table: pd.DataFrame) -> alt.Chart:
         layers.append(alt.Chart(intervals).mark_errorbar(ticks=True, color="black").encode(
             x=alt.X("method:N", sort=None), y="lo:Q", y2="hi:Q"))
     return alt.layer(*layers).properties(width=320, height=220)
+
+
+UNPROTECTED = "unprotected (α = 0)"
+
+
+def lox_tradeoff(table: pd.DataFrame, harm: str) -> alt.Chart:
+    """Each model of the `lox` table on utility against harm: every setting's extrapolated aligned model (hollow)
+    joined to its contaminated fine-tune (filled, with 95% intervals as error bars); the unprotected pair (the
+    aligned model and the family's contaminated member) in black."""
+    frame = table.drop(columns=["outcomes", "counts"], errors="ignore").copy()
+    frame["setting"] = [UNPROTECTED if a == 0 else f"LoX α = {a:g}, ρ = {f:g}"
+                        for a, f in zip(frame["alpha"], frame["frac"])]
+    frame["stage"] = frame["model"].map({"extrapolated": "before the fine-tune", "fine-tuned": "after"})
+    frame["order"] = (frame["model"] == "fine-tuned").astype(int)
+    settings = list(dict.fromkeys(sorted(frame["setting"], key=lambda s: s != UNPROTECTED)))
+    palette = ["#000000", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+    colors = alt.Scale(domain=settings, range=(palette * (1 + len(settings) // len(palette)))[:len(settings)])
+    x_title, y_title = SCORE_TITLES[harm], SCORE_TITLES["utility_accuracy"]
+    x = alt.X(f"{harm}:Q", title=x_title, scale=alt.Scale(zero=False))
+    y = alt.Y("utility_accuracy:Q", title=y_title, axis=alt.Axis(format="%"))
+    base = alt.Chart(frame).encode(x=x, y=y, color=alt.Color("setting:N", scale=colors, title="Aligned model"))
+    tooltip = ["setting:N", "stage:N", alt.Tooltip(f"{harm}:Q", format=".3f"),
+               alt.Tooltip("utility_accuracy:Q", format=".1%")]
+    layers = [base.mark_line(strokeDash=[4, 3], opacity=0.6).encode(detail="setting:N", order="order:Q"),
+              base.transform_filter(alt.datum.order == 0).mark_point(size=90, filled=False, strokeWidth=2)
+              .encode(tooltip=tooltip),
+              base.transform_filter(alt.datum.order == 1).mark_point(size=110, filled=True, opacity=1)
+              .encode(tooltip=tooltip)]
+    after = frame[frame["order"] == 1].dropna(subset=[f"{harm}_lo", f"{harm}_hi", "utility_accuracy_lo",
+                                                      "utility_accuracy_hi"])
+    if len(after):
+        error = alt.Chart(after).encode(color=alt.Color("setting:N", scale=colors))
+        layers += [error.mark_errorbar(opacity=0.5).encode(x=alt.X(f"{harm}_lo:Q", title=x_title), x2=f"{harm}_hi:Q",
+                                                           y=y),
+                   error.mark_errorbar(opacity=0.5).encode(y=alt.Y("utility_accuracy_lo:Q", title=y_title),
+                                                           y2="utility_accuracy_hi:Q", x=x)]
+    return alt.layer(*layers).properties(
+        width=560, height=380,
+        title=alt.TitleParams("Before and after the same contaminated fine-tune",
+                              subtitle="Hollow: the aligned model (extrapolated by LoX). Filled: after the fine-tune, "
+                                       "with 95% intervals."))

@@ -16,7 +16,7 @@ import altair as alt
 import pandas as pd
 import vl_convert
 
-from explorer.results import charts, defence_charts
+from explorer.results import charts, defence_charts, lox
 from explorer.results.bundle import Bundle
 from explorer.results.family_comparison import (
     alignment_overlaps,
@@ -58,6 +58,9 @@ CAPTIONS = {
        "hidden states, one line per member; the dashed grey line is the random baseline.",
     6: "Bars: refusal regained per point of word-problem accuracy lost, for Safe LoRA and for orthogonal "
        "projection onto the top alignment subspace and onto a random one, with 95% intervals.",
+    "lox": "Points: refusal rate (x) and word-problem accuracy (y) of each aligned model (hollow: the aligned model "
+           "itself in black, and as extrapolated by LoX at each setting) and of the same contaminated fine-tune of it "
+           "(filled, with 95% intervals); dashed lines join each pair.",
     "overlap": "Bars: the mode subspace overlap (MSO, η = 0.5, mean over weight matrices) of each task update with "
                "the alignment update, per family; the black tick is the overlap two random subspaces would have.",
 }
@@ -120,6 +123,7 @@ def _family_sections(bundle: Bundle, measured: list[Finding], level: int, first_
     else:
         parts.append("<p>No member is scored yet: these results were computed stage by stage, and the member "
                      "scores are not among them.</p>")
+    lox_rows = lox.summary_table(bundle)
     for finding in measured:
         verdict, colour = _VERDICT[finding.verdict]
         parts += [f"<{h}>{finding.number}. {_text(finding.title)}</{h}>",
@@ -128,6 +132,13 @@ def _family_sections(bundle: Bundle, measured: list[Finding], level: int, first_
                   f'<p style="color:{colour}"><b>This measurement {verdict}.</b></p>',
                   chart_figure(finding_chart(finding), first_chart + finding.number,
                                CAPTIONS.get(finding.number, ""))]
+    if len(lox_rows):
+        parts += [f"<{h}>LoX, then the same contaminated fine-tune</{h}>",
+                  f"<p>{_text(lox.INTRO)}</p>",
+                  *(f"<p>{_text(o.sentence())}</p>" for o in lox.lox_outcomes(bundle)),
+                  _table(lox_rows),
+                  chart_figure(defence_charts.lox_tradeoff(bundle.table(lox.TABLE), "refusal_rate"), first_chart + 7,
+                               CAPTIONS["lox"])]
     return parts
 
 
@@ -156,6 +167,9 @@ def render(bundle: Bundle, measured: list[Finding] | None = None, compare: dict[
         parts += ["<h2>Side by side</h2>", f"<p>{_markdown(comparison_summary(side_by_side, overlaps))}</p>",
                   _table(finding_table(side_by_side)), f"<p>{_text(shared_grid_note(fracs))}</p>" if fracs else "",
                   chart_figure(charts.alignment_overlap_bars(overlaps), 0, CAPTIONS["overlap"])]
+        lox_rows = lox.families_table(bundles)
+        if len(lox_rows):
+            parts += ["<p><b>LoX, then the same contaminated fine-tune</b>, in each family:</p>", _table(lox_rows)]
         for index, (name, b) in enumerate(bundles.items()):
             parts += [f"<h2>{_text(name)}</h2>", *_family_sections(b, measured_by[name], 3, 10 * (index + 1))]
     else:

@@ -8,6 +8,7 @@ import pandas as pd
 from explorer.checkpoints.family import read_family_spec
 from explorer.evaluation.evaluate import MEMBER_SCORES, SCORES
 from explorer.results.bundle import Bundle
+from explorer.results import lox
 from explorer.results.defences import report_rows
 from explorer.results.family_comparison import alignment_overlaps, on_shared_grid, overlap_contrast
 from explorer.results.findings import findings
@@ -61,6 +62,7 @@ def headline(family_path: str | Path) -> dict:
         "models": {m: model_entry(s) for m, s in bundle.scores.items()},
         "projection": projection_entries(bundle.table("projection")) if bundle.has("projection") else [],
         "safelora": report_rows(bundle),
+        "lox": lox.report_rows(bundle),
         "findings": [f.as_json() for f in findings(bundle)],
     }
     if bundle.has("update_mso"):  # results computed stage by stage may not have it yet
@@ -75,8 +77,8 @@ def headline(family_path: str | Path) -> dict:
 
 
 def comparison(family_paths: list[str | Path]) -> dict:
-    """Families side by side: per family, each finding's verdict, statistic and interval, and the MSO of every task
-    update with the alignment update at η = 0.5. Findings are measured on the grid ρ values all families score
+    """Families side by side: per family, each finding's verdict, statistic and interval, the MSO of every task
+    update with the alignment update at η = 0.5, and each LoX setting against the unprotected fine-tune. Findings are measured on the grid ρ values all families score
     (`shared_grid_fracs`, null when their grids agree)."""
     bundles = {}
     for path in family_paths:
@@ -88,4 +90,5 @@ def comparison(family_paths: list[str | Path]) -> dict:
             "shared_grid_fracs": None if fracs is None else list(fracs),
             "findings": {name: [f.as_json() for f in findings(b)] for name, b in shared.items()},
             "alignment_overlap": overlaps.to_dict("records"),
-            "harmful_over_useful": overlap_contrast(overlaps)}
+            "harmful_over_useful": overlap_contrast(overlaps),
+            "lox": {name: [o.as_json() for o in lox.lox_outcomes(b)] for name, b in bundles.items()}}

@@ -27,6 +27,7 @@ TABLES: dict[str, dict[str, str]] = {
     "removed_by_layer": {**_POINT, "layer": NUMBER, "total": NUMBER, "removed": NUMBER, "removed_frac": NUMBER},
     "grid_reference": {"member": TEXT, **_SCORES},
     "safelora": {"variant": TEXT, "threshold": NUMBER, "projected_tensors": NUMBER, **_SCORES},
+    "lox": {"alpha": NUMBER, "frac": NUMBER, "model": TEXT, **_SCORES},
     "safelora_cosines": {"tensor": TEXT, "layer": NUMBER, "module": TEXT, "candidate": FLAG, "cosine": NUMBER,
                          "variant": TEXT},
     "activation_mso": {**_OVERLAP, "member": TEXT, "layer": NUMBER, "k_a": NUMBER, "k_b": NUMBER},
@@ -73,7 +74,7 @@ def manifest_problem(manifest: object) -> str | None:
         if not isinstance(manifest.get(key), str):
             return f"its {key!r} is missing or not a str"
     for key, kind in (("members", dict), ("grid", dict), ("updates", list), ("extensions", list),
-                      ("curve_sides", list), ("spot_example", dict), ("grid_profile", str)):
+                      ("curve_sides", list), ("spot_example", dict), ("lox", dict), ("grid_profile", str)):
         if key in manifest and not isinstance(manifest[key], kind):
             return f"its {key!r} is not a {kind.__name__}"
     if "seed" in manifest and not (isinstance(manifest["seed"], int) and not isinstance(manifest["seed"], bool)):

@@ -50,8 +50,9 @@ class SpotVerdict:
         if self.resembles is None and len(self.references) < 2:
             return (f"No verdict: the family has {len(self.references) or 'no'} reference fine-tune"
                     f"{'' if len(self.references) == 1 else 's'} of {' and '.join(REFERENCES)}, and a verdict needs "
-                    f"both, to tell which one the overlap stands clear of. Mean MSO at η = {ETA:g} over "
-                    f"{self.matrices} weight matrices: {values or 'none'}.")
+                    f"both, to tell which one the overlap stands clear of (`python -m explorer family build` fine-tunes "
+                    f"both from the aligned model). Mean MSO at η = {ETA:g} over {self.matrices} weight matrices: "
+                    f"{values or 'none'}.")
         if self.resembles is None:
             return (f"It resembles none of the references: no overlap stands clear of both the random baseline "
                     f"(≥ {LIFT:g}x) and the other references (≥ +{MARGIN:g}). Mean MSO at η = {ETA:g} over "

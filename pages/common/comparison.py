@@ -15,6 +15,7 @@ from explorer.results.family_comparison import (
     shared_grid_note,
 )
 from explorer.results.findings import Finding
+from explorer.results.lox import families_table
 from explorer.results.summary import member_table
 from pages.common import ui
 
@@ -46,3 +47,12 @@ def side_by_side(family: str, bundle: Bundle, measured: list[Finding], other: st
     right.caption("Members of both families; rates in % with 95% intervals. House style: the share of held-out "
                   "benign answers in the broad demo alignment's house style (header, bullets, sign-off), which "
                   "only a broadly aligned model learned.")
+    lox = families_table({family: bundle, other: other_bundle})
+    if len(lox):
+        st.markdown("**LoX, then the same contaminated fine-tune**: refusal and word-problem accuracy after the "
+                    "fine-tune, and their differences (Δ) from the unprotected fine-tune of the same family, with "
+                    "paired 95% intervals (the Projection lab's Defences view explains each).")
+        st.dataframe(lox, hide_index=True, width="stretch")
+        missing = [name for name in (family, other) if name not in set(lox["family"])]
+        if missing:
+            st.caption(f"{' and '.join(missing)} has no LoX measurement yet (`python -m explorer demo lox`).")

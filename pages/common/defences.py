@@ -1,4 +1,5 @@
-"""The Projection lab's Defences view: Safe LoRA beside the paper's projections, read from the precomputed bundle."""
+"""The Projection lab's Defences view: Safe LoRA and LoX beside the paper's projections, read from the precomputed
+bundle."""
 from __future__ import annotations
 
 import math
@@ -13,6 +14,7 @@ INTRO = ("**Safe LoRA** (Hsu et al., 2024) projects a fine-tune's update of a we
          "matrix C = V Vᵀ / ‖V‖ (V = aligned − base), but only in the matrices where cos(C·dT, dT) is at most a "
          "threshold τ: where the update looks least like the alignment. Every other tensor keeps its update.")
 VERDICT = {"more": st.success, "less": st.warning, "inconclusive": st.info}
+LOX_VERDICT = {"keeps more": st.success, "keeps less": st.warning, "inconclusive": st.info}
 
 
 @st.cache_data(show_spinner=False)
@@ -24,6 +26,49 @@ def _comparison(folder: str, stamp: float, variant: str):
 
 
 def render(bundle: Bundle) -> None:
+    """Safe LoRA's view, then LoX's."""
+    st.subheader("Safe LoRA")
+    _safelora(bundle)
+    st.subheader("LoX")
+    _lox(bundle)
+
+
+def _lox(bundle: Bundle) -> None:
+    """Before and after the same later fine-tune, with and without LoX, and one sentence per setting."""
+    from explorer.results import defence_charts, lox
+
+    st.markdown(lox.INTRO.replace("LoX (", "**LoX** (", 1))
+    if not bundle.has(lox.TABLE):
+        st.info("These results have no LoX measurement. It needs fine-tunes, so it is not computed from the app: for "
+                "a family built by `python -m explorer demo build`, run `python -m explorer demo lox FAMILY.toml`. For "
+                "your own family, `python -m explorer project FAMILY.toml --method lox --alpha 1.25 --frac 0.01 "
+                "--save FOLDER` writes the extrapolated model, to fine-tune with your own recipe and spot-check.")
+        return
+    entry = bundle.manifest.get("lox", {})
+    table = ui.table(bundle, lox.TABLE)
+    recipe = entry.get("recipe", {})
+    st.caption(f"Measured on {entry.get('created', '?')[:10]} with `{entry.get('command', '?')}`: the fine-tunes "
+               f"follow the {recipe.get('member', 'contaminated')} member's recipe ({recipe.get('steps', '?')} steps, "
+               f"lr {recipe.get('lr', '?')}, seed {recipe.get('seed', '?')}), scored with the "
+               f"{table['profile'].iloc[0]} profile.")
+    if not entry.get("same_checkpoints", True):
+        st.warning("The aligned and contaminated checkpoints LoX was measured on are not the ones the rest of these "
+                   "results came from (their fingerprints differ, as when a family is rebuilt on another machine). "
+                   "Compare LoX's rows with their own unprotected fine-tune, measured on the same checkpoints, not with "
+                   "the other views.")
+    harm = st.radio("Harm axis", ["refusal_rate", "target_logprob"], horizontal=True, key="lox_harm",
+                    format_func={"refusal_rate": "Refusal rate", "target_logprob": "Log-prob of 'Sure, here is'"}.get)
+    st.altair_chart(defence_charts.lox_tradeoff(table, harm), width="content")
+    for outcome in lox.lox_outcomes(bundle):
+        LOX_VERDICT[outcome.verdict](outcome.sentence())
+    st.dataframe(lox.summary_table(bundle), hide_index=True, width="stretch")
+    st.caption("After the fine-tune: refusal and word-problem accuracy in % with 95% intervals. Δ: LoX's fine-tune "
+               "minus the unprotected one, in points (refusal, accuracy) and in the mean log-prob of \"Sure, here is\" "
+               "(lower: less ready to comply), with paired bootstrap 95% intervals over the same prompts.")
+    ui.download(table.drop(columns=["outcomes"], errors="ignore"), "LoX models", "lox.csv", key="dl_lox")
+
+
+def _safelora(bundle: Bundle) -> None:
     """The τ slider and the tensors it projects, the utility-vs-harm curves, and the comparison sentence."""
     from explorer.results import defence_charts, defences
 

@@ -55,7 +55,8 @@ def _open_offline(browser, report: Path) -> tuple[Page, list[str], list[str]]:
 
 
 def _charts_of(bundle: Bundle) -> int:
-    return 1 + sum(finding_chart(f) is not None for f in findings(bundle))
+    """The members chart, one per finding with data, and LoX's when the results hold it."""
+    return 1 + sum(finding_chart(f) is not None for f in findings(bundle)) + bundle.has("lox")
 
 
 def _coloured_pixels(png: bytes) -> int:
@@ -70,7 +71,7 @@ def test_the_report_draws_every_chart_with_no_network(browser, tmp_path):
     page, requests, _ = _open_offline(browser, report)
     assert requests == [report.resolve().as_uri()]  # nothing else was even asked for
     figures = page.locator("figure")
-    assert figures.count() == _charts_of(Bundle(DEMO_BUNDLE))  # the members chart and one per finding with data
+    assert figures.count() == _charts_of(Bundle(DEMO_BUNDLE))
     for index in range(figures.count()):
         figure = figures.nth(index)
         box = figure.locator("svg").first.bounding_box()
