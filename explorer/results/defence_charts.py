@@ -115,7 +115,8 @@ def lox_tradeoff(table: pd.DataFrame, harm: str) -> alt.Chart:
                         for a, f in zip(frame["alpha"], frame["frac"])]
     frame["stage"] = frame["model"].map({"extrapolated": "before the fine-tune", "fine-tuned": "after"})
     frame["order"] = (frame["model"] == "fine-tuned").astype(int)
-    settings = list(dict.fromkeys(sorted(frame["setting"], key=lambda s: s != UNPROTECTED)))
+    ordered = frame.sort_values(["frac", "alpha"])
+    settings = list(dict.fromkeys(sorted(ordered["setting"], key=lambda s: s != UNPROTECTED)))
     palette = ["#000000", "#1f77b4", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
     colors = alt.Scale(domain=settings, range=(palette * (1 + len(settings) // len(palette)))[:len(settings)])
     x_title, y_title = SCORE_TITLES[harm], SCORE_TITLES["utility_accuracy"]

@@ -123,7 +123,7 @@ def _family_sections(bundle: Bundle, measured: list[Finding], level: int, first_
     else:
         parts.append("<p>No member is scored yet: these results were computed stage by stage, and the member "
                      "scores are not among them.</p>")
-    lox_rows = lox.summary_table(bundle)
+    lox_rows, outcomes = lox.summary_table(bundle), lox.lox_outcomes(bundle)
     for finding in measured:
         verdict, colour = _VERDICT[finding.verdict]
         parts += [f"<{h}>{finding.number}. {_text(finding.title)}</{h}>",
@@ -135,7 +135,8 @@ def _family_sections(bundle: Bundle, measured: list[Finding], level: int, first_
     if len(lox_rows):
         parts += [f"<{h}>LoX, then the same contaminated fine-tune</{h}>",
                   f"<p>{_text(lox.INTRO)}</p>",
-                  *(f"<p>{_text(o.sentence())}</p>" for o in lox.lox_outcomes(bundle)),
+                  *([f"<p><b>{_text(lox.headline(outcomes))}</b></p>"] if outcomes else []),
+                  *(f"<p>{_text(o.sentence())}</p>" for o in outcomes),
                   _table(lox_rows),
                   chart_figure(defence_charts.lox_tradeoff(bundle.table(lox.TABLE), "refusal_rate"), first_chart + 7,
                                CAPTIONS["lox"])]

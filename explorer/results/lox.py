@@ -162,6 +162,23 @@ class LoxOutcome:
         return text + f" LoX {self.verdict} refusal."
 
 
+def headline(outcomes: list[LoxOutcome]) -> str:
+    """One sentence over every setting: which keep measurably more (or less) refusal through the fine-tune."""
+    def named(items: list[LoxOutcome]) -> str:
+        return ", ".join(f"α = {o.alpha:g}, ρ = {o.frac:g} ({o.refusal[0] * 100:+.0f} points{_points(o.refusal[1])})"
+                         for o in items)
+
+    more = [o for o in outcomes if o.verdict == "keeps more"]
+    less = [o for o in outcomes if o.verdict == "keeps less"]
+    low, high = min(o.rates[0] for o in outcomes), max(o.rates[0] for o in outcomes)
+    with_lox = f"{low:.0%}" if low == high else f"{low:.0%} to {high:.0%}"
+    text = (f"LoX keeps measurably more refusal through the same contaminated fine-tune at {named(more)}."
+            if more else f"No LoX setting of the {len(outcomes)} measured keeps measurably more refusal through the "
+                         f"same contaminated fine-tune than the unprotected model.")
+    text += (f" Refusal after the fine-tune: {outcomes[0].rates[1]:.0%} without LoX, {with_lox} with it.")
+    return text + (f" Measurably less at {named(less)}." if less else "")
+
+
 def _pair(ci: tuple[float, float] | None) -> list[float] | None:
     return None if ci is None else [float(ci[0]), float(ci[1])]
 

@@ -14,7 +14,6 @@ INTRO = ("**Safe LoRA** (Hsu et al., 2024) projects a fine-tune's update of a we
          "matrix C = V Vᵀ / ‖V‖ (V = aligned − base), but only in the matrices where cos(C·dT, dT) is at most a "
          "threshold τ: where the update looks least like the alignment. Every other tensor keeps its update.")
 VERDICT = {"more": st.success, "less": st.warning, "inconclusive": st.info}
-LOX_VERDICT = {"keeps more": st.success, "keeps less": st.warning, "inconclusive": st.info}
 
 
 @st.cache_data(show_spinner=False)
@@ -59,8 +58,12 @@ def _lox(bundle: Bundle) -> None:
     harm = st.radio("Harm axis", ["refusal_rate", "target_logprob"], horizontal=True, key="lox_harm",
                     format_func={"refusal_rate": "Refusal rate", "target_logprob": "Log-prob of 'Sure, here is'"}.get)
     st.altair_chart(defence_charts.lox_tradeoff(table, harm), width="content")
-    for outcome in lox.lox_outcomes(bundle):
-        LOX_VERDICT[outcome.verdict](outcome.sentence())
+    outcomes = lox.lox_outcomes(bundle)
+    if outcomes:
+        (st.success if any(o.verdict == "keeps more" for o in outcomes) else st.info)(lox.headline(outcomes))
+        with st.expander("Each setting in words"):
+            for outcome in outcomes:
+                st.markdown(f"- **{outcome.verdict}**: {outcome.sentence()}")
     st.dataframe(lox.summary_table(bundle), hide_index=True, width="stretch")
     st.caption("After the fine-tune: refusal and word-problem accuracy in % with 95% intervals. Δ: LoX's fine-tune "
                "minus the unprotected one, in points (refusal, accuracy) and in the mean log-prob of \"Sure, here is\" "

@@ -15,7 +15,7 @@ from explorer.demo.lox import lox_finetune
 from explorer.evaluation.evaluate import SCORES
 from explorer.evaluation.stats import paired_difference
 from explorer.results.bundle import Bundle, bundle_dir
-from explorer.results.lox import FINETUNED, lox_outcomes
+from explorer.results.lox import FINETUNED, headline, lox_outcomes
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +92,9 @@ def test_demo_lox_stores_a_table_that_reports_read(stored, tiny_demo, capsys):
     assert outcomes[1].refusal[0] == pytest.approx(expected[0])
     assert outcomes[1].refusal[1] == pytest.approx(expected[1])
     assert outcomes[1].verdict in ("keeps more", "keeps less", "inconclusive")
+    without = f"Refusal after the fine-tune: {control['refusal_rate']:.0%} without LoX"
+    assert without in headline(outcomes) and headline(outcomes).count("α = ") == sum(
+        o.verdict != "inconclusive" for o in outcomes)
 
     compared = json.loads(_run(capsys, "report", str(lox_family), "--compare", str(tiny_demo), "--json"))
     by_family = compared["comparison"]["lox"]
@@ -112,8 +115,10 @@ def test_defences_view_and_overview_show_lox(stored, tiny_demo):
                  in c.proto.spec)
     assert "unprotected (α = 0)" in chart.proto.spec or any(
         b"unprotected" in d.data.data for d in chart.proto.datasets)
-    sentences = [e.value for e in (*at.success, *at.warning, *at.info) if e.value.startswith("LoX at α = ")]
-    assert len(sentences) == 2
+    assert any(e.value.startswith(("No LoX setting of the 2 measured", "LoX keeps measurably more"))
+               for e in (*at.success, *at.info))
+    box = next(e for e in at.expander if e.label == "Each setting in words")
+    assert sum("LoX at α = " in m.value for m in box.markdown) == 2
     table = next(d.value for d in at.dataframe if "Δ refusal (pts)" in d.value.columns)
     assert list(table["setting"]) == ["unprotected (α = 0)", "LoX α = 1.25, ρ = 0.25", "LoX α = 4, ρ = 0.25"]
     at.radio(key="lox_harm").set_value("target_logprob").run()
