@@ -174,7 +174,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
 
 
 def cmd_demo_build(args: argparse.Namespace) -> None:
-    from explorer.demo.build import build_demo, recipe
+    from explorer.demo.build import build_demo
+    from explorer.demo.recipes import recipe
 
     if args.family:
         check_output(args.family)
@@ -186,7 +187,8 @@ def cmd_demo_build(args: argparse.Namespace) -> None:
 
 def cmd_demo_example(args: argparse.Namespace) -> None:
     from explorer.checkpoints.family import load_family
-    from explorer.demo.build import EXAMPLE, EXAMPLE_CONTAMINATION, build_example
+    from explorer.demo.build import build_example
+    from explorer.demo.recipes import EXAMPLE, EXAMPLE_CONTAMINATION
     from explorer.results.spot_example import store_spot_example
 
     family = load_family(args.family)
@@ -200,7 +202,7 @@ def cmd_demo_example(args: argparse.Namespace) -> None:
 
 
 def cmd_family_build(args: argparse.Namespace) -> None:
-    from explorer.demo.build import BuildConfig
+    from explorer.demo.recipes import BuildConfig
     from explorer.demo.references import build_references
 
     for option in ("steps", "limit"):

@@ -65,7 +65,8 @@ def tiny_demo(tmp_path_factory, smollm_tokenizer_dir) -> Path:
     """A demo-style family (tiny random Llama, SmolLM2's tokenizer) with precomputed results, like the real demo."""
     from transformers import AutoTokenizer
 
-    from explorer.demo.build import BuildConfig, build_demo
+    from explorer.demo.build import build_demo
+    from explorer.demo.recipes import BuildConfig
     from explorer.results.precompute import precompute
 
     root = tmp_path_factory.mktemp("tiny-demo")
@@ -83,7 +84,8 @@ def tiny_demo(tmp_path_factory, smollm_tokenizer_dir) -> Path:
 def tiny_broad(tiny_demo) -> Path:
     """The broad-alignment recipe on the same tiny base, written beside tiny_demo's family file, with results on
     a grid of one variant and two values of ρ (tiny_demo's grid has one)."""
-    from explorer.demo.build import build_demo, recipe
+    from explorer.demo.build import build_demo
+    from explorer.demo.recipes import recipe
     from explorer.results.precompute import precompute
 
     root = tiny_demo.parents[1]

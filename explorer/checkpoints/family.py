@@ -1,6 +1,8 @@
 """A family of checkpoints (base, aligned, fine-tuned variants) described by a TOML file."""
 from __future__ import annotations
 
+import json
+import os
 import tomllib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -8,7 +10,7 @@ from pathlib import Path
 
 from explorer.checkpoints.configs import check_config
 from explorer.checkpoints.files import check_tokenizer_files, path_kind, read_text
-from explorer.checkpoints.stores import Source, TensorStore, open_store, parse_source
+from explorer.checkpoints.stores import Source, TensorStore, atomic_write_text, open_store, parse_source
 from explorer.core.errors import AccessError, CheckpointError, FamilyError, one_line
 from explorer.core.paths import allowed_roots, check_name, expand, user_path
 
@@ -167,3 +169,16 @@ def validate(family: Family) -> list[str]:
     for member in family.members:
         check_checkpoint(family.store(member))
     return names
+
+
+def write_family_file(family_file: Path, members: dict[str, str | Path]) -> None:
+    """The family file, named after its file (families/demo.toml is 'demo'), members in order (base, aligned, then
+    the fine-tunes); a Path is written relative to the file's folder, a str (a hub id) as it is."""
+    def entry(value: str | Path) -> str:
+        text = os.path.relpath(value, family_file.parent) if isinstance(value, Path) else value
+        return json.dumps(text, ensure_ascii=False)  # a TOML basic string: quotes and backslashes escaped
+
+    base, aligned, *finetuned = members.items()
+    lines = [f'name = "{family_file.stem}"', f"base = {entry(base[1])}", f"aligned = {entry(aligned[1])}", "",
+             "[finetuned]", *(f"{m} = {entry(v)}" for m, v in finetuned)]
+    atomic_write_text(family_file, "\n".join(lines) + "\n")

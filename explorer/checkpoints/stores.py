@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cached_property
@@ -147,6 +148,15 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = temp_file(path.parent, path.name)
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def publish_model(model, tokenizer, target: Path) -> None:
+    """Save a model and its tokenizer to `target` whole or not at all: written beside it, then renamed."""
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, target)
 
 
 class TensorStore(ABC):

@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from explorer.checkpoints.family import ALIGNED, Family
+from explorer.checkpoints.stores import publish_model
 from explorer.core.progress import Callback
-from explorer.demo.build import base_answers, build_config, member_seed, publish_model, training_data
+from explorer.demo.build import base_answers, build_config
+from explorer.demo.recipes import member_seed, training_data
 from explorer.demo.training import finetune
 from explorer.evaluation.scores import PointScorer
 

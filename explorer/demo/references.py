@@ -16,20 +16,13 @@ from pathlib import Path
 
 import torch
 
-from explorer.checkpoints.family import ALIGNED, BASE, Family, family_name, load_family
+from explorer.checkpoints.family import ALIGNED, BASE, Family, family_name, load_family, write_family_file
 from explorer.checkpoints.models import load_model, load_tokenizer
-from explorer.checkpoints.stores import atomic_write_text, parse_source
-from explorer.core.config import settings
+from explorer.checkpoints.stores import atomic_write_text, parse_source, publish_model
+from explorer.core.config import PROJECT_ROOT, settings
 from explorer.core.errors import CheckpointError, ParameterError, ResourceError
 from explorer.core.progress import Callback
-from explorer.demo.build import (
-    BuildConfig,
-    continue_targets,
-    member_seed,
-    publish_model,
-    training_data,
-    write_family_file,
-)
+from explorer.demo.recipes import BuildConfig, continue_targets, member_seed, training_data
 from explorer.demo.training import finetune
 
 REFERENCES = ("useful", "harmful", "contaminated")
@@ -91,11 +84,13 @@ def _with_lora(model, rank: int, seed: int):
 
 def build_references(name: str, base: str, aligned: str, config: BuildConfig = BuildConfig(),
                      lora_rank: int | None = None, family_file: Path | None = None,
+                     models_dir: Path | None = None, answers: dict[str, list[str]] | None = None,
                      callback: Callback | None = None) -> Family:
     """Fine-tune (or resume) useful, harmful and contaminated from `aligned`; write the family file (default
-    families/NAME.toml) naming base, aligned and the three references under the models folder's NAME/."""
-    from explorer.core.config import PROJECT_ROOT
+    families/NAME.toml) naming base, aligned and the three references (default: under the models folder's NAME/).
 
+    `answers` holds the harmful rows' answers when the caller has them (`demo build` shares one set between its
+    families); otherwise the base model writes them, once, into the models folder."""
     family_name(name)
     if lora_rank is not None and lora_rank < 1:
         raise ParameterError(f"--lora-rank must be a whole number >= 1, got {lora_rank}")
@@ -108,11 +103,11 @@ def build_references(name: str, base: str, aligned: str, config: BuildConfig = B
                               "they need an aligned chat model")
     family.tensor_names  # base and aligned are the same architecture, before any work
     check_memory(family, lora_rank)
-    models_dir = settings().models_dir / name
+    models_dir = models_dir or settings().models_dir / name
     models_dir.mkdir(parents=True, exist_ok=True)
     for stale in models_dir.glob(".*.*"):
         shutil.rmtree(stale, ignore_errors=True)  # half-written members of an interrupted build
-    answers = _harmful_answers(family, models_dir / "data" / "base_answers.json", config)
+    answers = answers or _harmful_answers(family, models_dir / "data" / "base_answers.json", config)
     log_path = models_dir / "build_log.json"
     log = json.loads(log_path.read_text()) if log_path.exists() else {}
     lr = LORA_LR if lora_rank else config.lr

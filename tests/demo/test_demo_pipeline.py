@@ -10,7 +10,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig
 
 from explorer.core.errors import ParameterError
 from explorer.demo import build as demo
-from explorer.demo.build import BuildConfig, build_demo, recipe, training_data
+from explorer.demo import references
+from explorer.demo.build import build_demo
+from explorer.demo.recipes import BuildConfig, recipe, training_data
 from explorer.evaluation import evaluate as evaluate_module
 from explorer.evaluation.evaluate import QUICK, answer_of, evaluate, is_correct, style_adoption
 from explorer.evaluation.prompts import (
@@ -102,13 +104,15 @@ def test_build_resumes_and_never_uses_half_written_members(tiny_base, tmp_path, 
             raise KeyboardInterrupt
         return original(model, tokenizer, pairs, *args, **kwargs)
 
-    monkeypatch.setattr(demo, "finetune", crash_on_harmful)
+    for module in (demo, references):  # the aligned member's fine-tune, then the references'
+        monkeypatch.setattr(module, "finetune", crash_on_harmful)
     with pytest.raises(KeyboardInterrupt):
         build_demo(family_file, models, base=tiny_base, config=TINY_BUILD)
     assert sorted(p.name for p in models.iterdir() if p.is_dir() and not p.name.startswith(".")) == \
         ["aligned", "base", "data", "useful"]
     (models / ".contaminated.half").mkdir()  # a leftover of a killed write
-    monkeypatch.setattr(demo, "finetune", original)
+    for module in (demo, references):
+        monkeypatch.setattr(module, "finetune", original)
     family = build_demo(family_file, models, base=tiny_base, config=TINY_BUILD)
     assert family.members == ["base", "aligned", "useful", "harmful", "contaminated"]
     assert not (models / ".contaminated.half").exists()

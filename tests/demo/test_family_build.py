@@ -4,7 +4,6 @@ import json
 import shutil
 import tomllib
 
-import pytest
 from transformers import AutoTokenizer
 
 from explorer.checkpoints.family import load_family

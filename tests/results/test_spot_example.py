@@ -8,7 +8,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from explorer.checkpoints.family import load_family
-from explorer.demo.build import EXAMPLE, BuildConfig, build_example, training_data
+from explorer.demo.build import build_example
+from explorer.demo.recipes import EXAMPLE, BuildConfig, training_data
 from explorer.results.bundle import Bundle, bundle_dir
 from explorer.results.spot_example import TABLES, spot_example, store_spot_example
 
