@@ -225,7 +225,7 @@ def _lox_setting(text: str) -> tuple[float, float]:
         alpha, frac = (float(part) for part in text.split(":"))
         return check_alpha(alpha), check_frac(frac)
     except (ValueError, ExplorerError):
-        raise argparse.ArgumentTypeError(f"{text!r} is not ALPHA:RHO with 0 <= ALPHA <= 100 and 0 < RHO <= 1 "
+        raise argparse.ArgumentTypeError(f"{text!r} is not ALPHA:RHO with 0 <= ALPHA <= 100 and 0 < RHO < 1 "
                                          "(1.25:0.01, say)") from None
 
 

@@ -151,12 +151,16 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def publish_model(model, tokenizer, target: Path) -> None:
-    """Save a model and its tokenizer to `target` whole or not at all: written beside it, then renamed."""
+    """Save a model and its tokenizer to `target` whole or not at all: written beside it, then renamed (a failed
+    write leaves nothing behind)."""
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, target)
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 class TensorStore(ABC):

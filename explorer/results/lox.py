@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import platform
-import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,12 +18,11 @@ from pathlib import Path
 import pandas as pd
 
 from explorer.checkpoints.family import ALIGNED, Family, with_member
-from explorer.checkpoints.models import load_tokenizer
+from explorer.checkpoints.stores import publish_model
 from explorer.core.config import settings
 from explorer.core.errors import OutputError, ParameterError
 from explorer.core.paths import expand
 from explorer.core.progress import Callback, track
-from explorer.core.temp import temp_dir
 from explorer.evaluation.evaluate import SCORES
 from explorer.evaluation.scores import PointScorer, member_scores
 from explorer.evaluation.stats import paired_difference
@@ -52,16 +50,10 @@ def save_lox_model(family: Family, alpha: float, frac: float, folder: str | Path
         raise OutputError(f"cannot write {target}: it exists; give a new folder")
     scorer = PointScorer(family)
     scorer.lox_model(alpha, frac, callback)
-    tmp = temp_dir(target.parent, target.name)
     try:
-        scorer.model.save_pretrained(tmp)
-        load_tokenizer(family, ALIGNED).save_pretrained(tmp)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
+        publish_model(scorer.model, scorer.tokenizer, target)
     except OSError as exc:
         raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

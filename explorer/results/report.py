@@ -78,8 +78,8 @@ def headline(family_path: str | Path) -> dict:
 
 def comparison(family_paths: list[str | Path]) -> dict:
     """Families side by side: per family, each finding's verdict, statistic and interval, the MSO of every task
-    update with the alignment update at η = 0.5, and each LoX setting against the unprotected fine-tune. Findings are measured on the grid ρ values all families score
-    (`shared_grid_fracs`, null when their grids agree)."""
+    update with the alignment update at η = 0.5, and each LoX setting against the unprotected fine-tune. Findings
+    are measured on the grid ρ values all families score (`shared_grid_fracs`, null when their grids agree)."""
     bundles = {}
     for path in family_paths:
         bundle = bundle_for(path)
