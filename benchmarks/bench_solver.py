@@ -9,13 +9,16 @@
   relative to each tensor's largest; and the projection energies of a task update in the top-k alignment
   subspace for every k (as `project` computes them, float32 bases), relative to the update's total energy.
 
-    python benchmarks/bench_solver.py      # writes benchmarks/results/solver.json (about 15 minutes on 2 cores)
+    python benchmarks/bench_solver.py [FAMILY]   # writes benchmarks/results/solver.json (about 15 minutes on 2 cores)
+
+FAMILY defaults to the demo (families/demo.toml); demo-broad's checkpoints have the same shapes.
 """
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 import tempfile
 import time
 
@@ -73,30 +76,31 @@ def accuracy(family) -> dict:
             "projection_energy_max_error_of_total": worst_energy}
 
 
-def main() -> None:
-    results = {}
-    family = load_family(DEMO)
+def main(family_file: Path) -> None:
+    results = {"family": family_file.stem}
+    family = load_family(family_file)
     family.fingerprints()
     results["svd_floor_s"] = round(floor_s(family), 2)
     with fresh_cache():
-        family = load_family(DEMO)
+        family = load_family(family_file)
         start = time.perf_counter()
         update_mso(family, [PAIR])
         results["mso_in_process_s"] = round(time.perf_counter() - start, 2)
-    results["mso_command"] = command(["mso", str(DEMO), "--a", PAIR[0], "--b", PAIR[1], "--out", "/tmp/bench-mso.csv"])
+    results["mso_command"] = command(["mso", str(family_file), "--a", PAIR[0], "--b", PAIR[1],
+                                      "--out", "/tmp/bench-mso.csv"])
     results["mso_in_process_over_floor"] = round(results["mso_in_process_s"] / results["svd_floor_s"], 3)
     results["mso_command_over_floor"] = round(results["mso_command"]["wall_s"] / results["svd_floor_s"], 3)
-    results["project_command"] = command(["project", str(DEMO), "--variant", "useful", "--method", "same",
+    results["project_command"] = command(["project", str(family_file), "--variant", "useful", "--method", "same",
                                           "--subspace", "alignment", "--frac", "0.3", "--json"])
-    results["sweep_command"] = command(["sweep", str(DEMO)])
+    results["sweep_command"] = command(["sweep", str(family_file)])
     checkpoint_mb = max(sum(f.stat().st_size for f in family.store(m).folder.glob("*.safetensors"))
                         for m in family.members) / 2**20
     results["largest_checkpoint_mb"] = round(checkpoint_mb)
     results["peak_rss_over_checkpoint"] = {k: round(results[f"{k}_command"]["peak_rss_mb"] / checkpoint_mb, 2)
                                            for k in ("mso", "project", "sweep")}
-    results["accuracy_against_lapack_float64"] = accuracy(load_family(DEMO))
+    results["accuracy_against_lapack_float64"] = accuracy(load_family(family_file))
     save("solver", results)
 
 
 if __name__ == "__main__":
-    main()
+    main(Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else DEMO)

@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -184,7 +185,13 @@ class TensorStore(ABC):
 
     def tensor(self, name: str) -> torch.Tensor:
         """The tensor as float32 on the CPU; NaN, Inf or values beyond float32 raise an error naming it."""
-        raw = self._read(name)
+        return self._float32(name, self._read(name))
+
+    def subtract_from(self, name: str, minuend: torch.Tensor) -> None:
+        """minuend -= the tensor, in place; minuend has its shape and is the caller's own float32 tensor."""
+        minuend.sub_(self.tensor(name))
+
+    def _float32(self, name: str, raw: torch.Tensor) -> torch.Tensor:
         value = raw.to(torch.float32)
         if not all_finite(value):
             if all_finite(raw):
@@ -259,6 +266,9 @@ def _hold(held: dict[str, Path], key: str, file: Path, label: str) -> None:
     held[key] = file
 
 
+READ_BLOCK_BYTES = 1 << 23  # a whole number of elements of every float dtype
+
+
 class SafetensorsStore(TensorStore):
     """The `*.safetensors` file (or indexed shards) that transformers reads from a folder, read tensor by tensor."""
 
@@ -300,22 +310,46 @@ class SafetensorsStore(TensorStore):
     def _read(self, name: str) -> torch.Tensor:
         """Read into a buffer of its own rather than through a memory map, whose touched pages would count
         towards the process's resident memory on top of the copy."""
+        _, size, dtype = self._span(name)
+        buffer = torch.empty(size, dtype=torch.uint8)
+        for _ in self._blocks(name, buffer):
+            pass
+        return buffer.view(dtype).reshape(self._shapes[name])
+
+    def subtract_from(self, name: str, minuend: torch.Tensor) -> None:
+        """A block of the file at a time through one small buffer: no second copy of a large tensor (the demo's
+        113 MB embedding) is held beside the minuend while an update is formed."""
+        _, size, dtype = self._span(name)
+        itemsize = dtype.itemsize
+        flat, start = minuend.view(-1), 0
+        for raw in self._blocks(name, torch.empty(min(size, READ_BLOCK_BYTES), dtype=torch.uint8)):
+            count = raw.numel() // itemsize
+            flat[start:start + count].sub_(self._float32(name, raw.view(dtype)))
+            start += count
+
+    def _span(self, name: str) -> tuple[int, int, torch.dtype]:
         if name not in self._spans:
             raise CheckpointError(f"{self.label}: no tensor named {name}")
-        offset, size, dtype = self._spans[name]
-        buffer = torch.empty(size, dtype=torch.uint8)
+        return self._spans[name]
+
+    def _blocks(self, name: str, buffer: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The tensor's bytes, read into `buffer` (the whole tensor's size, or a whole number of elements
+        smaller) and yielded a filled buffer at a time; the last may be shorter."""
+        offset, size, _ = self._spans[name]
         try:
             with open(self._where[name], "rb", buffering=0) as handle:
                 handle.seek(offset)
-                done = 0
-                while done < size:
-                    count = handle.readinto(buffer.numpy()[done:])
-                    if not count:
-                        raise OSError(f"the file ends {size - done} bytes before the tensor does")
-                    done += count
+                for begin in range(0, size, len(buffer)):
+                    part = buffer[:min(len(buffer), size - begin)]
+                    done = 0
+                    while done < len(part):
+                        count = handle.readinto(part.numpy()[done:])
+                        if not count:
+                            raise OSError(f"the file ends {size - begin - done} bytes before the tensor does")
+                        done += count
+                    yield part
         except OSError as exc:
             raise CheckpointError(f"{self.label}: cannot read {name} from {self._where[name]} ({exc})") from None
-        return buffer.view(dtype).reshape(self._shapes[name])
 
     def fingerprint(self) -> str:
         return _hash_files(self._files + _side_files(self.folder, self._index_file))

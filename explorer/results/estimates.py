@@ -18,7 +18,8 @@ from functools import lru_cache
 import torch
 
 from explorer.checkpoints.family import Family
-from explorer.results.stages import GRID_METHODS, Settings, Stage, family_pairs
+from explorer.results.stages import GRID_METHODS, Settings, Stage
+from explorer.weights.mso import family_pairs
 from explorer.weights.projection import SUBSPACES
 
 GENERATION_EFFICIENCY = 0.5

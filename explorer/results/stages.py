@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+from importlib import metadata
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -17,7 +18,6 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 import torch
-import transformers
 
 from explorer import __version__
 from explorer.checkpoints.family import ALIGNED, BASE, Family
@@ -31,7 +31,6 @@ from explorer.weights.projection import PAPER_SIDE, SIDES, SUBSPACES
 GRID_FRACS = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)
 GRID_METHODS = ("same", "orth")
 CURVE_FRACS = tuple(round(f, 2) for f in np.arange(0.01, 1.0, 0.01))
-MSO_PAIRS = (("useful", "harmful"), ("useful", "alignment"), ("harmful", "alignment"), ("contaminated", "alignment"))
 KINDS = ("spectra", "energy", "update_mso", "activations", "scores", "safelora", "grid")
 POINT_KEYS = ["variant", "method", "subspace", "frac"]
 Point = tuple[str, str, str, float]
@@ -85,12 +84,6 @@ class Settings:
     @property
     def grid(self) -> str:
         return self.grid_profile or self.profile
-
-
-def family_pairs(family: Family) -> list[tuple[str, str]]:
-    """The paper's pairs that exist in this family; every task update against alignment otherwise."""
-    pairs = [(a, b) for a, b in MSO_PAIRS if {a, b} <= set(family.updates)]
-    return pairs or [(name, "alignment") for name in family.finetuned]
 
 
 def grid_stages(variants: list[str], fracs, methods=GRID_METHODS) -> list[Stage]:
@@ -188,7 +181,7 @@ def _compute(family: Family, stage: Stage, settings: Settings, keep_bases: bool,
         frame = pd.concat([spectra(family, u, callback).assign(update=u) for u in family.updates], ignore_index=True)
         return _replace({"spectra": frame})
     if kind == "update_mso":
-        from explorer.weights.mso import update_mso
+        from explorer.weights.mso import family_pairs, update_mso
 
         overlaps = update_mso(family, family_pairs(family), callback=callback)
         return _replace({"update_mso": pd.concat([f.assign(a=a, b=b) for (a, b), f in overlaps.items()],
@@ -348,7 +341,7 @@ def new_manifest(family: Family, settings: Settings, command: str) -> dict:
                  "side": PAPER_SIDE, "points": 0},
         "curve_sides": list(SIDES), "timings_s": {}, "stages": [],
         "versions": {"explorer": __version__, "cache": CACHE_VERSION, "torch": torch.__version__,
-                     "transformers": transformers.__version__, "python": platform.python_version()},
+                     "transformers": metadata.version("transformers"), "python": platform.python_version()},
         "machine": machine(),
     }
 

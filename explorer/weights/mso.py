@@ -28,6 +28,7 @@ from explorer.weights.subspaces import (
 from explorer.weights.updates import map_tensors, update_tensor
 
 GRANULARITIES = ("tensor", "layer")
+PAPER_PAIRS = (("useful", "harmful"), ("useful", "alignment"), ("harmful", "alignment"), ("contaminated", "alignment"))
 COLUMNS = ["group", "granularity", "energy_frac", "k_a", "k_b", "mso", "mso_random"]
 
 
@@ -65,6 +66,12 @@ def tensor_overlaps(family: Family, index: int, name: str, pairs: list[tuple[str
                 held[update] = as_matrix(update_tensor(family, update, name))
         curves.append(tall_overlap_curve(held[a], right[a], held[b], right[b], energies))
     return cols, curves
+
+
+def family_pairs(family: Family) -> list[tuple[str, str]]:
+    """The paper's pairs that exist in this family; every task update against alignment otherwise."""
+    pairs = [(a, b) for a, b in PAPER_PAIRS if {a, b} <= set(family.updates)]
+    return pairs or [(name, "alignment") for name in family.finetuned]
 
 
 def update_mso(family: Family, pairs: list[tuple[str, str]], energies: list[float] | None = None,

@@ -3,6 +3,7 @@ random bases."""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -203,20 +204,38 @@ def seeded_generator(seed: int, name: str) -> torch.Generator:
 def random_basis(dim: int, rank: int, seed: int, name: str) -> torch.Tensor:
     """Orthonormal (dim, rank): the Q of a seeded Gaussian's QR with R's diagonal positive, which is unique, so
     its first k columns span a uniformly random k-dim subspace, for every k."""
-    gaussian = torch.randn(dim, rank, generator=seeded_generator(seed, name), dtype=torch.float64)
     if dim < 4 * rank:
+        gaussian = torch.randn(dim, rank, generator=seeded_generator(seed, name), dtype=torch.float64)
         q, r = torch.linalg.qr(gaussian)
         return q.mul_(torch.sign(torch.diagonal(r))).float()
-    # A tall Gaussian is well conditioned (cond < 3), where CholeskyQR2 gives the same Q to round-off in place,
-    # without Householder QR's two more copies of the matrix (the peak memory of a projection).
+    # A tall Gaussian is well conditioned (cond < 3), where CholeskyQR2 gives the same Q to round-off. Each pass
+    # draws the Gaussian again, a block of rows at a time (the generator's stream in blocks gives the same values),
+    # rather than holding it in float64: only the float32 result is as large as the matrix (the peak of a projection).
+    uppers: list[torch.Tensor] = []
     for _ in range(2):
         gram = torch.zeros(rank, rank, dtype=torch.float64)
-        for block in gaussian.split(BLOCK):
+        for _, block in _gaussian_blocks(dim, rank, seed, name, uppers):
             gram.addmm_(block.T, block)
-        upper = torch.linalg.cholesky(gram, upper=True)
-        for block in gaussian.split(BLOCK):
-            block.copy_(torch.linalg.solve_triangular(upper, block, upper=True, left=False))
-    return gaussian.float()
+        uppers.append(torch.linalg.cholesky(gram, upper=True))
+    basis = torch.empty(dim, rank)
+    for start, block in _gaussian_blocks(dim, rank, seed, name, uppers):
+        basis[start:start + len(block)] = block
+    return basis
+
+
+def _gaussian_blocks(dim: int, rank: int, seed: int, name: str, uppers: list[torch.Tensor]
+                     ) -> Iterator[tuple[int, torch.Tensor]]:
+    """The seeded (dim, rank) Gaussian a block of rows at a time, (first row, block), each block divided on the
+    right by every triangular factor in `uppers`, in order."""
+    starts = list(range(0, dim, BLOCK))
+    if len(starts) > 1 and (dim - starts[-1]) * rank < 16:
+        starts.pop()  # torch draws fewer than 16 normal values another way: a short tail joins the block before it
+    generator = seeded_generator(seed, name)
+    for start, stop in zip(starts, starts[1:] + [dim]):
+        block = torch.randn(stop - start, rank, generator=generator, dtype=torch.float64)
+        for upper in uppers:
+            block = torch.linalg.solve_triangular(upper, block, upper=True, left=False)
+        yield start, block
 
 
 def random_permutation(size: int, seed: int, name: str) -> torch.Tensor:

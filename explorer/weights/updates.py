@@ -8,6 +8,7 @@ import torch
 
 from explorer.checkpoints.family import ALIGNED, ALIGNMENT, BASE, Family
 from explorer.checkpoints.stores import LoraStore, all_finite
+from explorer.core.allocator import mapped_blocks
 from explorer.core.config import settings
 from explorer.core.errors import NonFiniteError
 from explorer.core.progress import Callback, track
@@ -31,9 +32,10 @@ def _difference(family: Family, member: str, reference: str, name: str) -> torch
         cause = "the adapter's scale * B @ A is beyond float32's range"
     else:
         update = store.tensor(name)
-        reference_tensor = family.store(reference).tensor(name)
-        # In place where the read is the caller's own copy: one tensor's worth less memory at the peak.
-        update = update.sub_(reference_tensor) if store.fresh_reads else update - reference_tensor
+        if store.fresh_reads:  # the read is our own copy: subtract in place, the reference read a block at a time
+            family.store(reference).subtract_from(name, update)
+        else:
+            update = update - family.store(reference).tensor(name)
         cause = "weights near ±3.4e38 of opposite sign"
     if not all_finite(update):
         # Both members are finite (tensor() checks them), so the update itself overflowed.
@@ -50,16 +52,18 @@ def map_tensors(family: Family, work: Callable, args: tuple, desc: str, callback
         return runner.map_tensors(family, work, args, desc, callback)
     names = family.tensor_names
     threads = torch.get_num_threads()
-    if settings().device != "cpu" or threads < 2:
-        return [work(family, index, name, *args) for index, name in enumerate(track(names, desc, callback=callback))]
-    # Two tensors at once, each on half the cores: an eigendecomposition or SVD of a few hundred rows keeps only
-    # about one core busy, so two of them in parallel finish sooner than one after the other on every core.
-    # At most two tensors' work is held in memory at a time.
-    pool = ThreadPoolExecutor(2, thread_name_prefix="tensor")
-    torch.set_num_threads(threads // 2)
-    try:
-        futures = [pool.submit(work, family, index, name, *args) for index, name in enumerate(names)]
-        return [future.result() for future in track(futures, desc, callback=callback)]
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        torch.set_num_threads(threads)
+    with mapped_blocks():
+        if settings().device != "cpu" or threads < 2:
+            return [work(family, index, name, *args)
+                    for index, name in enumerate(track(names, desc, callback=callback))]
+        # Two tensors at once, each on half the cores: an eigendecomposition or SVD of a few hundred rows keeps
+        # only about one core busy, so two of them in parallel finish sooner than one after the other on every
+        # core. At most two tensors' work is held in memory at a time.
+        pool = ThreadPoolExecutor(2, thread_name_prefix="tensor")
+        torch.set_num_threads(threads // 2)
+        try:
+            futures = [pool.submit(work, family, index, name, *args) for index, name in enumerate(names)]
+            return [future.result() for future in track(futures, desc, callback=callback)]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+            torch.set_num_threads(threads)

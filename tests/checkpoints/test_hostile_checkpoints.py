@@ -8,12 +8,15 @@ import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from explorer.checkpoints import stores
 from explorer.checkpoints.family import load_family
 from explorer.checkpoints.models import load_model, load_tokenizer
 from explorer.cli import main
@@ -254,6 +257,34 @@ def test_a_config_that_does_not_describe_its_weights_is_one_line(root, capsys, c
     err = _one_line_error(capsys, root)
     assert err.startswith("error: useful: ") or case == "model_type a list"
     assert message in err
+
+
+CHECK_IN_A_FRESH_PROCESS = """
+import sys
+from explorer.checkpoints import stores
+from explorer.checkpoints.family import load_family
+from explorer.core.errors import CheckpointError
+try:
+    load_family(sys.argv[1]).tensor_names
+    print("valid")
+except CheckpointError as exc:
+    print(exc)
+print("transformers held:", "transformers" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("case", ["more layers", "hidden size", "valid"])
+def test_a_weight_only_process_checks_the_config_without_holding_transformers(root, case):
+    """A fresh process (a command) builds the model from config.json in a forked child, so it never holds
+    transformers' modules; the child's verdict is the same as the in-process one above."""
+    if case != "valid":
+        _edit_json(root / "useful" / "config.json", lambda c: c.update(CONFIGS[case][0]))
+    out = subprocess.run([sys.executable, "-c", CHECK_IN_A_FRESH_PROCESS, str(root / "family.toml")],
+                         capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[2])
+    assert out.returncode == 0, out.stderr
+    verdict, held = out.stdout.strip().splitlines()
+    assert held == "transformers held: False"
+    assert verdict == "valid" if case == "valid" else CONFIGS[case][1] in verdict
 
 
 def test_partial_weights_serve_the_weight_analyses_but_never_load_as_a_model(root):
@@ -514,6 +545,26 @@ def test_float64_weights_beyond_float32_name_the_tensor(root):
     with pytest.raises(NonFiniteError, match=f"aligned: tensor {UP} holds values beyond float32's range"):
         update_tensor(load_family(root / "family.toml"), "alignment", UP)
 
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
+def test_an_update_subtracts_its_reference_a_block_at_a_time_exactly(root, monkeypatch, dtype):
+    """The reference is read through a small buffer (here 40 bytes, whole elements of every dtype, and a last
+    block shorter than the others); the update is bit for bit the difference of the two float32 tensors."""
+    monkeypatch.setattr(stores, "READ_BLOCK_BYTES", 40)
+    for member in ("base", "aligned"):
+        _edit_state(root / member, lambda s: s.update({UP: s[UP].to(dtype)}))
+    expected = (load_file(root / "aligned" / "model.safetensors")[UP].float()
+                - load_file(root / "base" / "model.safetensors")[UP].float())
+    assert expected.numel() * dtype.itemsize % 40  # the last block is a short one
+    assert torch.equal(update_tensor(load_family(root / "family.toml"), "alignment", UP), expected)
+
+
+def test_nan_in_the_last_block_of_a_reference_names_it(root, monkeypatch):
+    monkeypatch.setattr(stores, "READ_BLOCK_BYTES", 64)
+    _edit_state(root / "base", lambda s: s[UP].__setitem__((-1, -1), float("nan")))
+    with pytest.raises(NonFiniteError, match=f"base: tensor {UP} contains NaN or Inf values"):
+        update_tensor(load_family(root / "family.toml"), "alignment", UP)
 
 
 def test_weights_the_user_may_not_read_are_named_as_such(root, capsys, monkeypatch):

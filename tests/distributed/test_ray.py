@@ -16,8 +16,7 @@ from explorer.cli import main
 from explorer.core.config import settings
 from explorer.core.errors import ClusterError, NonFiniteError
 from explorer.evaluation.scores import score_members, score_points
-from explorer.results.stages import family_pairs
-from explorer.weights.mso import update_mso
+from explorer.weights.mso import family_pairs, update_mso
 from explorer.weights.projection import projection_stats
 from explorer.weights.spectra import spectra
 from explorer.weights.updates import map_tensors

@@ -90,9 +90,10 @@ def test_a_zero_update_has_zero_values():
         assert torch.equal(singular_values(torch.zeros(shape)), torch.zeros(8, dtype=torch.float64))
 
 
-@pytest.mark.parametrize("dim, rank", [(4000, 96), (500, 125), (96, 96), (64, 1)])
+@pytest.mark.parametrize("dim, rank", [(4000, 96), (9000, 40), (500, 125), (96, 96), (64, 1)])
 def test_random_basis_is_the_q_of_the_seeded_gaussian(dim, rank):
-    """In place (CholeskyQR2) for tall shapes, Householder otherwise: both the unique Q with R's diagonal > 0."""
+    """CholeskyQR2 a block of rows at a time for tall shapes (9000 rows: two whole blocks and a short one),
+    Householder otherwise: both the unique Q with R's diagonal > 0."""
     gaussian = torch.randn(dim, rank, generator=subspaces.seeded_generator(7, "t"), dtype=torch.float64)
     q, r = torch.linalg.qr(gaussian)
     expected = q * torch.sign(torch.diagonal(r))
@@ -100,6 +101,14 @@ def test_random_basis_is_the_q_of_the_seeded_gaussian(dim, rank):
     assert got.dtype == torch.float32
     assert torch.allclose(got.double(), expected, atol=1e-6, rtol=0)
     assert torch.allclose(got.double().T @ got.double(), torch.eye(rank, dtype=torch.float64), atol=1e-5)
+
+
+@pytest.mark.parametrize("dim, rank", [(9000, 40), (8192, 3), (4097, 5), (8195, 1), (4100, 4)])
+def test_the_gaussian_drawn_a_block_at_a_time_is_the_gaussian_drawn_whole(dim, rank):
+    """What lets each CholeskyQR2 pass draw the Gaussian again instead of holding it: the same bits, a short
+    last block (fewer than 16 values, which torch draws another way) included."""
+    whole = torch.randn(dim, rank, generator=subspaces.seeded_generator(3, "w"), dtype=torch.float64)
+    assert torch.equal(torch.cat([block for _, block in subspaces._gaussian_blocks(dim, rank, 3, "w", [])]), whole)
 
 
 def test_tensors_of_more_than_two_dimensions_are_matrices_of_their_first():
