@@ -48,5 +48,6 @@ precompute: demo
 	$(PY) -m explorer precompute families/demo.toml --extend
 	$(PY) -m explorer precompute families/demo.toml --extend --grid-variants contaminated --grid-fracs $(DENSE_FRACS)
 	$(PY) -m explorer demo example families/demo.toml
-	$(PY) -m explorer precompute families/demo-broad.toml --grid-variants contaminated --grid-fracs 0.25 0.5 \
-		--no-activations
+	$(PY) -m explorer precompute families/demo-broad.toml --grid-variants contaminated
+	$(PY) -m explorer demo lox families/demo-broad.toml --setting 1.25:0.01 4:0.01
+	$(PY) -m explorer precompute families/demo-broad.toml --extend

@@ -62,8 +62,7 @@ def test_grid_has_metrics_scores_and_outcomes_at_every_point(demo):
     assert safelora.groupby("variant")["threshold"].nunique().min() >= 6
 
 
-def test_demo_grid_is_the_default_grid_and_safelora_scores_every_variant():
-    demo = Bundle(ROOT / "cache" / "families" / "demo")
+def test_each_grid_is_the_default_grid_and_safelora_scores_every_variant(demo):
     assert tuple(demo.manifest["grid"]["fracs"]) == GRID_FRACS
     grid = demo.table("projection")
     assert sorted(grid["frac"].unique()) == list(GRID_FRACS)
@@ -76,7 +75,8 @@ def test_demo_grid_is_the_default_grid_and_safelora_scores_every_variant():
 
 def test_findings_are_measured_with_intervals(demo):
     measured = {f.number: f for f in findings(demo)}
-    assert len(measured) == 6
+    assert len(measured) == 6 and all(f.verdict != UNMEASURED for f in measured.values())
+    assert all(measured[n].ci is not None for n in (3, 6))
     assert all(measured[n].ci is not None for n in (2, 3) if measured[n].statistic is not None)
     assert measured[1].statistic is not None and measured[4].statistic is not None
 
@@ -84,11 +84,18 @@ def test_findings_are_measured_with_intervals(demo):
 def test_bundle_is_small_and_complete(demo):
     size = sum(f.stat().st_size for f in demo.folder.iterdir())
     assert size < 20 * 2**20
-    tables = ["spectra", "update_mso", "energy_curves", "safelora_cosines", "projection_outcomes"]
-    if demo.manifest["family"] == "demo":  # demo-broad is precomputed with --no-activations (README)
-        tables += ["activation_mso", "embeddings", "refusal_direction", "probe", "prompts", "activation_responses"]
+    tables = ["spectra", "update_mso", "energy_curves", "safelora_cosines", "projection_outcomes", "activation_mso",
+              "embeddings", "refusal_direction", "probe", "prompts", "activation_responses"]
     for table in tables:
         assert len(demo.table(table)), table
+    assert set(demo.table("activation_mso")["member"]) == {"base", "aligned", "useful", "harmful", "contaminated"}
+
+
+def test_lox_rows_have_intervals_and_their_unprotected_pair(demo):
+    lox = demo.table("lox")
+    assert {0.0, 1.25, 4.0} <= set(lox["alpha"]) and set(lox["model"]) == {"extrapolated", "fine-tuned"}
+    bounds = [f"{s}_{end}" for s in ("refusal_rate", "utility_accuracy") for end in ("lo", "hi")]
+    assert lox[bounds].notna().all().all() and (lox["refusal_rate_lo"] <= lox["refusal_rate"] + 1e-12).all()
 
 
 def _not_json(constant: str):
@@ -105,7 +112,7 @@ def test_report_reads_the_cache_without_checkpoints(family):
     assert set(report["models"]) == {"base", "aligned", "useful", "harmful", "contaminated"}
     for entry in report["models"].values():
         assert all(entry[f"{s}_ci"] is not None for s in SCORES) and entry["counts"]["refusal"] >= 100
-    assert len(report["projection"]) >= (144 if family == "demo" else 12)
+    assert len(report["projection"]) >= 144 and len(report["lox"]) >= 6
     for row in report["projection"]:
         assert all(row[f"{s}_ci"] is not None for s in SCORES), row
         assert row["counts"]["refusal"] >= 100 and row["counts"]["utility"] >= 100, row
@@ -123,8 +130,6 @@ def test_report_reads_the_cache_without_checkpoints(family):
     assert {"variant", "method", "subspace", "frac", "energy_kept_ratio", "refusal_rate", "utility_accuracy",
             "refusal_rate_ci", "counts"} <= set(row)
     assert [f["number"] for f in report["findings"]] == [1, 2, 3, 4, 5, 6]
-    if family == "demo-broad":
-        return
     assert {"member", "a", "b", "layer", "energy_frac", "mso", "mso_random"} <= set(report["activation_mso"][0])
     assert {"member", "layer", "gap", "cosine_with_alignment_update"} <= set(report["refusal_direction"][0])
     assert {"member", "layer", "accuracy"} <= set(report["probe"][0])
