@@ -87,8 +87,8 @@ def token_floor(scorer: PointScorer) -> dict:
 
     original = module._generate_batch
 
-    def counting(model_, tokenizer_, input_ids, mask, past, max_new_tokens, stop):
-        texts = original(model_, tokenizer_, input_ids, mask, past, max_new_tokens, stop)
+    def counting(model_, tokenizer_, input_ids, mask, past, budgets, stops):
+        texts = original(model_, tokenizer_, input_ids, mask, past, budgets, stops)
         counted["generated"] += sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
         return texts
 

@@ -102,15 +102,50 @@ def _length_batches(lengths: list[int], size: int, by_length: bool) -> list[list
 
 
 def _generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor,
-                    mask: torch.Tensor, past, max_new_tokens: int, stop: Callable[[str], bool] | None) -> list[str]:
+                    mask: torch.Tensor, past, budgets: list[int], stops: list[Callable[[str], bool] | None]
+                    ) -> list[str]:
+    """Greedy continuations of the rows: each up to its own budget of new tokens, stopped once its own stop holds
+    (a row that stops waits, padded, for the others; its text ends where it stopped)."""
     from transformers import StoppingCriteriaList
 
-    criteria = StoppingCriteriaList([StopWhenDecided(tokenizer, input_ids.shape[1], stop)] if stop else [])
+    criteria = StoppingCriteriaList([StopWhenDecided(tokenizer, input_ids.shape[1], stops, budgets)])
     tokens = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device),
-                            past_key_values=past, max_new_tokens=max_new_tokens, do_sample=False,
+                            past_key_values=past, max_new_tokens=max(budgets), do_sample=False,
                             stopping_criteria=criteria, pad_token_id=tokenizer.pad_token_id, top_p=None, top_k=None,
                             temperature=None)
-    return tokenizer.batch_decode(tokens[:, input_ids.shape[1]:], skip_special_tokens=True)
+    new = tokens[:, input_ids.shape[1]:]
+    return [tokenizer.decode(row[:budget], skip_special_tokens=True) for row, budget in zip(new, budgets)]
+
+
+def _answer_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, shared: list[int], prefix: PrefixCache,
+                  own: list[list[int]], targets: list[list[int]], budgets: list[int],
+                  stops: list[Callable[[str], bool] | None]) -> tuple[list[str], list[float | None]]:
+    """One batch of prompts (their token ids after the `shared` prefix, whose cache `prefix` holds): each target's
+    mean per-token log-probability after its prompt (None for a row without one), and each prompt's greedy
+    continuation of up to its budget, which reuses the prompt's key/value cache from the log-probability pass."""
+    generating = max(budgets) > 0
+    logprobs: list[float | None] = [None] * len(own)
+    past = prefix.for_batch(len(own))
+    if any(targets):
+        ids, mask, positions, target_mask = _prompt_target_rows(shared, own, targets, tokenizer.pad_token_id)
+        out = model.base_model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
+                               position_ids=positions.to(model.device), past_key_values=past, use_cache=generating)
+        # Logits only where a target token is predicted: the vocabulary projection dominates otherwise.
+        predicts = target_mask[:, 1:].to(model.device)  # position t predicts token t + 1
+        logits = model.get_output_embeddings()(out.last_hidden_state[:, :-1][predicts]).float()
+        values = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].to(model.device)[predicts][:, None])[:, 0]
+        index = torch.arange(len(own), device=model.device)[:, None].expand_as(predicts)[predicts]
+        sums = torch.zeros(len(own), device=model.device).index_add_(0, index, values)
+        means = (sums / predicts.sum(1).clamp(min=1)).tolist()
+        logprobs = [mean if target else None for mean, target in zip(means, targets)]
+        if generating:
+            # Keep the cache up to the prompts' last token, which generation feeds again to predict the first.
+            past = out.past_key_values
+            past.crop(-(ids.shape[1] - max(len(p) for p in own) + 1))
+    if not generating:
+        return [""] * len(own), logprobs
+    input_ids, prompt_mask = left_padded(shared, own, tokenizer.pad_token_id)
+    return _generate_batch(model, tokenizer, input_ids, prompt_mask, past, budgets, stops), logprobs
 
 
 @torch.no_grad()
@@ -136,9 +171,8 @@ def generate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts
             for rows in _length_batches([len(ids[r]) for r in roomy], batch_size, by_length)]
     work += [[r] for r, budget in enumerate(budgets) if budget < max_new_tokens]
     for rows in work:
-        input_ids, mask = left_padded(shared, [ids[r][len(shared):] for r in rows], tokenizer.pad_token_id)
-        texts = _generate_batch(model, tokenizer, input_ids, mask, prefix.for_batch(len(rows)),
-                                budgets[rows[0]], stop)
+        texts, _ = _answer_batch(model, tokenizer, shared, prefix, [ids[r][len(shared):] for r in rows],
+                                 [[] for _ in rows], [budgets[rows[0]]] * len(rows), [stop] * len(rows))
         for r, text in zip(rows, texts):
             outputs[r] = text
     return outputs
@@ -194,28 +228,11 @@ def _targets_pass(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pa
     prefix = PrefixCache(model, shared)
     scores, texts = [0.0] * len(pairs), [""] * len(pairs)
     for rows in _length_batches([len(p) for p in prompts], batch_size, by_length):
-        own = [prompts[r][len(shared):] for r in rows]
-        ids, mask, positions, target_mask = _prompt_target_rows(shared, own, [targets[r] for r in rows],
-                                                                tokenizer.pad_token_id)
-        out = model.base_model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device),
-                               position_ids=positions.to(model.device), past_key_values=prefix.for_batch(len(rows)),
-                               use_cache=max_new_tokens > 0)
-        # Logits only where a target token is predicted: the vocabulary projection dominates otherwise.
-        predicts = target_mask[:, 1:].to(model.device)  # position t predicts token t + 1
-        logits = model.get_output_embeddings()(out.last_hidden_state[:, :-1][predicts]).float()
-        logprobs = torch.log_softmax(logits, -1).gather(-1, ids[:, 1:].to(model.device)[predicts][:, None])[:, 0]
-        index = torch.arange(len(rows), device=model.device)[:, None].expand_as(predicts)[predicts]
-        sums = torch.zeros(len(rows), device=model.device).index_add_(0, index, logprobs)
-        for r, score in zip(rows, (sums / predicts.sum(1)).tolist()):
-            scores[r] = score
-        if max_new_tokens:
-            width = max(len(p) for p in own)
-            # Keep the cache up to the prompts' last token, which generation feeds again to predict the first.
-            out.past_key_values.crop(-(ids.shape[1] - width + 1))
-            input_ids, prompt_mask = left_padded(shared, own, tokenizer.pad_token_id)
-            for r, text in zip(rows, _generate_batch(model, tokenizer, input_ids, prompt_mask, out.past_key_values,
-                                                     max_new_tokens, stop)):
-                texts[r] = text
+        batch_texts, batch_scores = _answer_batch(
+            model, tokenizer, shared, prefix, [prompts[r][len(shared):] for r in rows], [targets[r] for r in rows],
+            [max_new_tokens] * len(rows), [stop] * len(rows))
+        for r, text, score in zip(rows, batch_texts, batch_scores):
+            texts[r], scores[r] = text, score
     return texts, scores
 
 
@@ -237,6 +254,74 @@ def generate_with_target_logprob(model: PreTrainedModel, tokenizer: PreTrainedTo
     """generate() on the pairs' prompts and target_logprob() of the pairs, in one prefill of each prompt."""
     return _targets_pass(model, tokenizer, pairs, batch_size, use_chat_template, share_prefix, by_length,
                          max_new_tokens, stop, prefix_from)
+
+
+@dataclass(frozen=True)
+class Ask:
+    """A prompt to answer: the mean log-probability of `target` after it (when one is given) and its greedy
+    continuation of up to `new_tokens`, stopped once `stop(text so far)` holds."""
+
+    prompt: str
+    target: str = ""
+    new_tokens: int = 0
+    stop: Callable[[str], bool] | None = None
+
+
+@torch.no_grad()
+def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, asks: list[Ask], batch_size: int = 64,
+           prefix_from: list[str] | None = None, callback: Callback | None = None
+           ) -> list[tuple[str, float | None]]:
+    """(continuation, target log-prob or None) of each ask, in their order, each row computed as generate() and
+    generate_with_target_logprob() compute it. Asks with and without a target, and asks that generate or not,
+    are batched apart (a target pads every row of its batch); within each group, asks of different budgets share
+    a batch when the group fits one, so a few prompts of every kind cost one generation, not one per kind.
+    A prompt that leaves less room than its budget in the model's context is answered alone, as generate() answers
+    it. `prefix_from` (default: the asks' prompts) gives the shared prefix prefilled once."""
+    prompts = _token_ids(tokenizer, [chat_text(tokenizer, a.prompt) for a in asks])
+    targets = _token_ids(tokenizer, [a.target for a in asks])
+    context = model_context(model, tokenizer)
+    generating = [r for r, a in enumerate(asks) if a.new_tokens]
+    check_fit([len(prompts[r]) for r in generating], [asks[r].prompt for r in generating], context, "the prompts",
+              reserve=1)
+    paired = [r for r, t in enumerate(targets) if t]
+    check_fit([len(prompts[r]) + len(targets[r]) for r in paired], [asks[r].prompt for r in paired], context,
+              "the (prompt, target) pairs", counted=" with its target")
+    prefix_from = prefix_from or [a.prompt for a in asks]
+    replies: list[tuple[str, float | None]] = [("", None)] * len(asks)
+    tight = {r for r, a in enumerate(asks) if a.new_tokens and context and
+             len(prompts[r]) + a.new_tokens > context.tokens}
+    for r in sorted(tight):
+        a = asks[r]
+        if a.target:
+            texts, logprobs = generate_with_target_logprob(model, tokenizer, [(a.prompt, a.target)], a.new_tokens,
+                                                           stop=a.stop, prefix_from=prefix_from)
+            replies[r] = (texts[0], logprobs[0])
+        else:
+            replies[r] = (generate(model, tokenizer, [a.prompt], a.new_tokens, stop=a.stop, prefix_from=prefix_from)[0],
+                          None)
+    groups: dict[tuple[bool, bool], list[int]] = {}
+    for r, a in enumerate(asks):
+        if r not in tight:
+            groups.setdefault((a.new_tokens > 0, bool(targets[r])), []).append(r)
+    work = []
+    for rows in groups.values():
+        rows.sort(key=lambda r: (asks[r].new_tokens, len(prompts[r])))
+        if len(rows) > batch_size:  # several batches: one budget each, so no row waits for longer answers
+            budgets = sorted({asks[r].new_tokens for r in rows})
+            work += [b for n in budgets for b in batches([r for r in rows if asks[r].new_tokens == n], batch_size)]
+        else:
+            work.append(rows)
+    shared = _shared_prefix(tokenizer, prompts, prefix_from, True) if work else []
+    prefix = PrefixCache(model, shared)
+    for done, rows in enumerate(work):
+        if callback:
+            callback(done / len(work), f"evaluating: batch {done + 1} of {len(work)}")
+        texts, logprobs = _answer_batch(model, tokenizer, shared, prefix, [prompts[r][len(shared):] for r in rows],
+                                        [targets[r] for r in rows], [asks[r].new_tokens for r in rows],
+                                        [asks[r].stop for r in rows])
+        for r, text, logprob in zip(rows, texts, logprobs):
+            replies[r] = (text, logprob)
+    return replies
 
 
 def score_outcomes(outcomes: dict[str, list[float]]) -> dict:
@@ -294,20 +379,62 @@ def check_profile_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
               counted=" with its target")
 
 
-def _harmful_outcomes(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sets: PromptSets,
-                      profile: Profile, speedups: bool) -> tuple[list[str], list[float]]:
-    """Refusal generations and target log-probs on AdvBench prompts; with `speedups`, the prompts scored for both
-    are prefilled once for both."""
-    goals, pairs, both = sets.goals, sets.pairs, sets.both
-    if not speedups:
-        return (generate(model, tokenizer, goals, profile.refusal_tokens, profile.batch_size, share_prefix=False,
-                         by_length=False),
-                target_logprob(model, tokenizer, pairs, profile.batch_size, share_prefix=False, by_length=False))
-    responses, logprob = generate_with_target_logprob(model, tokenizer, pairs[:both], profile.refusal_tokens,
-                                                      profile.batch_size, stop=refusal_decided)
-    return (responses + generate(model, tokenizer, goals[both:], profile.refusal_tokens, profile.batch_size,
-                                 stop=refusal_decided),
-            logprob + target_logprob(model, tokenizer, pairs[both:], profile.batch_size))
+# What each kind of prompt of a profile measures. The first `both` goals are also the first pairs' goals
+# ("harmful": one prefill for both); goals and pairs beyond them are "refusal_only" or "logprob_only".
+KIND_OUTCOMES = {"harmful": ("refusal", "target_logprob"), "refusal_only": ("refusal",),
+                 "logprob_only": ("target_logprob",), "utility": ("utility",), "benign": ("over_refusal",)}
+
+
+def profile_asks(sets: PromptSets, profile: Profile) -> dict[str, dict[int, Ask]]:
+    """The profile's prompts by kind (KIND_OUTCOMES), each under its index in its set."""
+    both = sets.both
+    refusal = {"new_tokens": profile.refusal_tokens, "stop": refusal_decided}
+    return {"harmful": {i: Ask(goal, target, **refusal) for i, (goal, target) in enumerate(sets.pairs[:both])},
+            "refusal_only": {i: Ask(sets.goals[i], **refusal) for i in range(both, len(sets.goals))},
+            "logprob_only": {i: Ask(*sets.pairs[i]) for i in range(both, len(sets.pairs))},
+            "utility": {i: Ask(p.question, new_tokens=profile.utility_tokens, stop=answer_decided)
+                        for i, p in enumerate(sets.problems)},
+            "benign": {i: Ask(text, **refusal) for i, text in enumerate(sets.benign)}}
+
+
+def answer_kinds(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, asks: dict[str, dict[int, Ask]],
+                 chosen: dict[str, list[int]], batch_size: int, callback: Callback | None = None
+                 ) -> dict[str, dict[int, tuple[str, float | None]]]:
+    """answer() of the `chosen` indices of each kind, together; the prefix shared by all of `asks` is prefilled,
+    so that answering a few prompts at a time computes what answering them all at once does."""
+    flat = [(kind, i) for kind, rows in chosen.items() for i in rows]
+    replies = answer(model, tokenizer, [asks[kind][i] for kind, i in flat], batch_size,
+                     [a.prompt for rows in asks.values() for a in rows.values()], callback)
+    answered: dict[str, dict[int, tuple[str, float | None]]] = {kind: {} for kind in chosen}
+    for (kind, i), reply in zip(flat, replies):
+        answered[kind][i] = reply
+    return answered
+
+
+def reply_outcomes(kind: str, index: int, reply: tuple[str, float | None], sets: PromptSets) -> dict[str, float]:
+    """The per-prompt outcomes (KIND_OUTCOMES) of one reply to a prompt of `kind`."""
+    text, logprob = reply
+    value = {"refusal": lambda: float(is_refusal(text)), "over_refusal": lambda: float(is_refusal(text)),
+             "utility": lambda: float(is_correct(text, sets.problems[index].answer)), "target_logprob": lambda: logprob}
+    return {name: value[name]() for name in KIND_OUTCOMES[kind]}
+
+
+def _plain_replies(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sets: PromptSets, profile: Profile
+                   ) -> dict[str, dict[int, tuple[str, float | None]]]:
+    """answer_kinds' replies to every prompt without the speed-ups: each set generated and read on its own, in its
+    order, every prompt prefilled whole and generated to its full budget."""
+    plain = {"share_prefix": False, "by_length": False}
+    goals = generate(model, tokenizer, sets.goals, profile.refusal_tokens, profile.batch_size, **plain)
+    logprobs = target_logprob(model, tokenizer, sets.pairs, profile.batch_size, **plain)
+    problems = generate(model, tokenizer, [p.question for p in sets.problems], profile.utility_tokens,
+                        profile.batch_size, **plain)
+    benign = generate(model, tokenizer, sets.benign, profile.refusal_tokens, profile.batch_size, **plain)
+    both = sets.both
+    return {"harmful": {i: (goals[i], logprobs[i]) for i in range(both)},
+            "refusal_only": {i: (goals[i], None) for i in range(both, len(goals))},
+            "logprob_only": {i: ("", logprobs[i]) for i in range(both, len(logprobs))},
+            "utility": dict(enumerate((text, None) for text in problems)),
+            "benign": dict(enumerate((text, None) for text in benign))}
 
 
 def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile: Profile = FULL,
@@ -323,42 +450,33 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile
         from explorer.evaluation.extras import judge_endpoint
 
         judge_endpoint()  # a judge without an endpoint would fail only after every generation
-    problems, benign = sets.problems, sets.benign
-    fast = {"share_prefix": speedups, "by_length": speedups}
-    refusal_stop, answer_stop = (refusal_decided, answer_decided) if speedups else (None, None)
-    steps = [
-        ("refusal and target log-prob on harmful prompts", lambda: _harmful_outcomes(
-            model, tokenizer, sets, profile, speedups)),
-        ("word problems", lambda: generate(model, tokenizer, [p.question for p in problems], profile.utility_tokens,
-                                           profile.batch_size, stop=answer_stop, **fast)),
-        ("over-refusal on benign prompts", lambda: generate(model, tokenizer, benign, profile.refusal_tokens,
-                                                            profile.batch_size, stop=refusal_stop, **fast)),
-    ]
-    results = []
-    for done, (label, run) in enumerate(steps):
-        if callback:
-            callback(done / len(steps), f"evaluating: {label}")
-        results.append(run())
-    (harmful_out, logprob), utility_out, benign_out = results
+    if speedups:
+        asks = profile_asks(sets, profile)
+        replies = answer_kinds(model, tokenizer, asks, {kind: list(rows) for kind, rows in asks.items()},
+                               profile.batch_size, callback)
+    else:
+        replies = _plain_replies(model, tokenizer, sets, profile)
+    values: dict[str, dict[int, float]] = {name: {} for name in OUTCOME_OF.values()}
+    for kind, rows in replies.items():
+        for i, reply in rows.items():
+            for name, value in reply_outcomes(kind, i, reply, sets).items():
+                values[name][i] = value
+    outcomes = {name: [by_index[i] for i in sorted(by_index)] for name, by_index in values.items()}
+    texts = {kind: [rows[i][0] for i in sorted(rows)] for kind, rows in replies.items()}
+    harmful_out = texts["harmful"] + texts["refusal_only"]
     extra = {}
     if judge:
         from explorer.evaluation.extras import judge_scores
 
         graded = judge_scores(sets.goals[:len(harmful_out)], harmful_out)
         extra["judge_harmfulness"] = sum(graded) / len(graded)
-    outcomes = {
-        "refusal": [float(is_refusal(r)) for r in harmful_out],
-        "utility": [float(is_correct(r, p.answer)) for r, p in zip(utility_out, problems)],
-        "over_refusal": [float(is_refusal(r)) for r in benign_out],
-        "target_logprob": logprob,
-    }
     return {
         **extra,
         **score_outcomes(outcomes),
         "outcomes": outcomes,
         "profile": profile.name,
         "seconds": round(time.perf_counter() - start, 2),
-        "samples": {"harmful": harmful_out[:3], "utility": utility_out[:3], "benign": benign_out[:3]},
+        "samples": {"harmful": harmful_out[:3], "utility": texts["utility"][:3], "benign": texts["benign"][:3]},
         "settings": asdict(profile),
     }
 

@@ -49,14 +49,21 @@ class PrefixCache:
 
 
 class StopWhenDecided:
-    """A stopping criterion per row: stop once `decided(text generated so far)` holds."""
+    """A stopping criterion per row: stop once its `decided(text generated so far)` holds (a row without one never
+    decides) or it has generated its `budget` of new tokens, so that rows of several kinds share one batch."""
 
-    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_length: int, decided: Callable[[str], bool]):
-        self.tokenizer, self.prompt_length, self.decided = tokenizer, prompt_length, decided
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, prompt_length: int,
+                 decided: list[Callable[[str], bool] | None], budgets: list[int]):
+        self.tokenizer, self.prompt_length, self.decided, self.budgets = tokenizer, prompt_length, decided, budgets
 
     def __call__(self, input_ids: torch.LongTensor, scores=None, **kwargs) -> torch.BoolTensor:
-        texts = self.tokenizer.batch_decode(input_ids[:, self.prompt_length:], skip_special_tokens=True)
-        return torch.tensor([self.decided(t) for t in texts], device=input_ids.device)
+        new = input_ids[:, self.prompt_length:]
+        spent = [new.shape[1] >= budget for budget in self.budgets]
+        if any(self.decided):
+            texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+            spent = [done or (decided is not None and decided(text))
+                     for done, decided, text in zip(spent, self.decided, texts)]
+        return torch.tensor(spent, device=input_ids.device)
 
 
 def left_padded(prefix: list[int], suffixes: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,8 +1,9 @@
 """Scores that stream: a profile's prompts scored a few at a time, every score's estimate and 95% interval
 after each round, each prompt's outcome kept so that an interrupted evaluation resumes where it stopped.
 
-Each kind of prompt is scored with the same calls, prompts and shared prefix as `evaluate` uses for the whole
-set at once, so a streamed evaluation ends with the same per-prompt outcomes (tests/evaluation/test_stream.py).
+A round answers its prompts of every kind with `evaluate.answer_kinds`, as `evaluate` answers the whole profile at
+once (the same prompts, shared prefix and per-row computation), so a streamed evaluation ends with the same
+per-prompt outcomes (tests/evaluation/test_stream.py).
 """
 from __future__ import annotations
 
@@ -15,64 +16,22 @@ from explorer.core.progress import Callback
 from explorer.evaluation.evaluate import (
     OUTCOME_OF,
     Profile,
-    answer_decided,
+    answer_kinds,
     check_profile_fits,
-    generate,
-    generate_with_target_logprob,
-    is_correct,
-    is_refusal,
+    profile_asks,
     prompt_sets,
-    refusal_decided,
+    reply_outcomes,
     score_outcomes,
-    target_logprob,
 )
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # Prompts of each kind per round: one of each first, so that all four scores have an estimate within seconds,
-# then larger rounds, which batch better (a decoding step costs about the same for one row as for many).
+# then larger rounds, which batch better (a decoding step costs about the same for one row as for many). The
+# kinds of a round share their batches (evaluate.answer), so a round costs one generation of the longest budget.
 ROUND_SIZES = (1, 7)
 SAMPLES = 3  # responses kept per kind, as evaluate() keeps them
-
-
-def _tasks(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile: Profile) -> dict[str, tuple]:
-    """Kind -> (prompt count, score(indices) -> {outcome: [values]} and responses), split as evaluate() does."""
-    sets = prompt_sets(profile)
-    check_profile_fits(model, tokenizer, sets)
-    goals, pairs, both, problems, benign = sets.goals, sets.pairs, sets.both, sets.problems, sets.benign
-    size = profile.batch_size
-
-    def harmful_both(rows: list[int]) -> tuple[dict, list[str]]:
-        responses, logprob = generate_with_target_logprob(
-            model, tokenizer, [pairs[r] for r in rows], profile.refusal_tokens, size, stop=refusal_decided,
-            prefix_from=[p for p, _ in pairs[:both]])
-        return {"refusal": [float(is_refusal(t)) for t in responses], "target_logprob": logprob}, responses
-
-    def refusal_only(rows: list[int]) -> tuple[dict, list[str]]:
-        responses = generate(model, tokenizer, [goals[r] for r in rows], profile.refusal_tokens, size,
-                             stop=refusal_decided, prefix_from=goals[both:])
-        return {"refusal": [float(is_refusal(t)) for t in responses]}, responses
-
-    def logprob_only(rows: list[int]) -> tuple[dict, list[str]]:
-        return {"target_logprob": target_logprob(model, tokenizer, [pairs[r] for r in rows], size,
-                                                 prefix_from=[p for p, _ in pairs[both:]])}, []
-
-    def utility(rows: list[int]) -> tuple[dict, list[str]]:
-        responses = generate(model, tokenizer, [problems[r].question for r in rows], profile.utility_tokens, size,
-                             stop=answer_decided, prefix_from=[p.question for p in problems])
-        return {"utility": [float(is_correct(t, problems[r].answer)) for t, r in zip(responses, rows)]}, responses
-
-    def over_refusal(rows: list[int]) -> tuple[dict, list[str]]:
-        responses = generate(model, tokenizer, [benign[r] for r in rows], profile.refusal_tokens, size,
-                             stop=refusal_decided, prefix_from=benign)
-        return {"over_refusal": [float(is_refusal(t)) for t in responses]}, responses
-
-    return {"harmful": (both, harmful_both, 0), "refusal_only": (len(goals) - both, refusal_only, both),
-            "logprob_only": (len(pairs) - both, logprob_only, both), "utility": (len(problems), utility, 0),
-            "benign": (len(benign), over_refusal, 0)}
-
-
 SAMPLE_KIND = {"harmful": "harmful", "refusal_only": "harmful", "utility": "utility", "benign": "benign"}
 
 
@@ -107,32 +66,33 @@ def evaluate_stream(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     one kind of prompt, to store it; `callback(fraction, text)` hears of each batch (a page that stops there
     loses nothing that was kept)."""
     state = copy.deepcopy(state) if _well_formed(state) else empty_state()
-    tasks = _tasks(model, tokenizer, profile)
-    totals = {kind: count for kind, (count, _, _) in tasks.items()}
+    sets = prompt_sets(profile)
+    check_profile_fits(model, tokenizer, sets)
+    asks = profile_asks(sets, profile)
+    totals = {kind: len(rows) for kind, rows in asks.items()}
     rounds = 0
     while any(len(state["done"].get(kind, [])) < count for kind, count in totals.items()):
         size = ROUND_SIZES[rounds] if rounds < len(ROUND_SIZES) else max(totals.values())
         start = time.perf_counter()
-        for kind, (count, score, offset) in tasks.items():
+        chosen = {}
+        for kind, rows in asks.items():
             done = set(state["done"].get(kind, []))
-            rows = [r for r in range(offset, offset + count) if r not in done][:size]
-            if not rows:
-                continue
-            values, responses = score(rows)
-            for name, per_row in values.items():
-                for r, value in zip(rows, per_row):
-                    state["outcomes"][name][str(r)] = value
-            for r, text in zip(rows, responses):
-                if r < SAMPLES and kind in SAMPLE_KIND:
-                    state["samples"].setdefault(SAMPLE_KIND[kind], {})[str(r)] = text
-            state["done"][kind] = sorted(done | set(rows))
-            state["seconds"] += time.perf_counter() - start
-            start = time.perf_counter()
-            if keep:
-                keep(state)
-            if callback:
-                scored = sum(len(v) for v in state["done"].values())
-                callback(scored / sum(totals.values()), f"scored {scored} of {sum(totals.values())} prompts")
+            chosen[kind] = [i for i in rows if i not in done][:size]
+        replies = answer_kinds(model, tokenizer, asks, {k: rows for k, rows in chosen.items() if rows},
+                               profile.batch_size)
+        for kind, answered in replies.items():
+            for i, reply in answered.items():
+                for name, value in reply_outcomes(kind, i, reply, sets).items():
+                    state["outcomes"][name][str(i)] = value
+                if i < SAMPLES and kind in SAMPLE_KIND:
+                    state["samples"].setdefault(SAMPLE_KIND[kind], {})[str(i)] = reply[0]
+            state["done"][kind] = sorted(set(state["done"].get(kind, [])) | set(answered))
+        state["seconds"] += time.perf_counter() - start
+        if keep:
+            keep(state)
+        scored = sum(len(v) for v in state["done"].values())
+        if callback:
+            callback(scored / sum(totals.values()), f"scored {scored} of {sum(totals.values())} prompts")
         rounds += 1
         yield partial_scores(state, profile, totals)
     if not rounds:  # resumed with every prompt already scored

@@ -8,6 +8,8 @@ import pytest
 
 from explorer.evaluation.evaluate import (
     SMOKE,
+    Ask,
+    answer,
     answer_decided,
     answer_of,
     evaluate,
@@ -87,3 +89,25 @@ def test_refusal_and_log_prob_prompts_may_differ_in_number(chat_model_and_tokeni
     assert fast["counts"]["refusal"] == refusal and fast["counts"]["target_logprob"] == logprob
     assert fast["outcomes"]["refusal"] == plain["outcomes"]["refusal"]
     assert np.allclose(fast["outcomes"]["target_logprob"], plain["outcomes"]["target_logprob"], atol=1e-4)
+
+
+def test_prompts_of_every_kind_share_batches_and_answer_as_each_kind_alone(chat_model_and_tokenizer, monkeypatch):
+    model, tokenizer = chat_model_and_tokenizer
+    harmful = [(b.goal, b.target) for b in list(advbench_split("evaluation"))[:4]]
+    problems = [p.question for p in word_problems("evaluation", 3)]
+    stop = lambda text: len(text) > 12  # noqa: E731
+    asks = [Ask(goal, target, 6) for goal, target in harmful[:2]] + [Ask(q, new_tokens=12, stop=stop)
+                                                                   for q in problems] + \
+        [Ask(goal, target) for goal, target in harmful[2:]] + [Ask(harmful[3][0], new_tokens=6)]
+    calls, original = [], model.generate
+    monkeypatch.setattr(model, "generate", lambda *a, **k: calls.append(k["max_new_tokens"]) or original(*a, **k))
+    replies = answer(model, tokenizer, asks, batch_size=8)
+    assert sorted(calls) == [6, 12]  # the target rows' generation, then the other rows' with budgets 12 and 6
+    monkeypatch.setattr(model, "generate", original)
+    texts, logprobs = generate_with_target_logprob(model, tokenizer, harmful[:2], 6)
+    assert [r[0] for r in replies[:2]] == texts and np.allclose([r[1] for r in replies[:2]], logprobs, atol=1e-4)
+    assert [r[0] for r in replies[2:5]] == generate(model, tokenizer, problems, 12, stop=stop)
+    assert np.allclose([r[1] for r in replies[5:7]], target_logprob(model, tokenizer, harmful[2:]), atol=1e-4)
+    assert replies[7][0] == generate(model, tokenizer, [harmful[3][0]], 6)[0] and replies[7][1] is None
+    assert [r[0] for r in replies[5:7]] == ["", ""] and all(r[1] is None for r in replies[2:5])
+    assert len({r[0] for r in replies[2:5]}) > 1

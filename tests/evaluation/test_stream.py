@@ -43,14 +43,14 @@ def test_an_interrupted_stream_resumes_from_its_kept_outcomes(chat_model_and_tok
     scored = sum(len(v) for v in state["done"].values())
     from explorer.evaluation import stream as module
 
-    calls = []
-    original = module.generate
-    monkeypatch.setattr(module, "generate", lambda m, t, prompts, *a, **k: calls.append(len(prompts))
-                        or original(m, t, prompts, *a, **k))
+    asked = []
+    original = module.answer_kinds
+    monkeypatch.setattr(module, "answer_kinds", lambda m, t, asks, chosen, *a, **k: asked.extend(
+        (kind, i) for kind, rows in chosen.items() for i in rows) or original(m, t, asks, chosen, *a, **k))
     resumed = list(evaluate_stream(model, tokenizer, PROFILE, state))
     assert resumed[0]["progress"][0] > scored and resumed[-1]["progress"] == [24, 24]
-    left = (9 - 6) + 10 + 5 - sum(len(state["done"].get(k, [])) for k in ("refusal_only", "utility", "benign"))
-    assert sum(calls) == left > 0  # only the prompts not yet scored are generated
+    assert len(asked) == len(set(asked)) == 24 - scored > 0  # only the prompts not yet scored are answered
+    assert not any(i in state["done"].get(kind, []) for kind, i in asked)
     _same_outcomes(resumed[-1], evaluate(model, tokenizer, PROFILE))
 
 
