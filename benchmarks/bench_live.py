@@ -83,7 +83,7 @@ def token_floor(scorer: PointScorer) -> dict:
     model, tokenizer = scorer._model, scorer._tokenizer
     outcomes, seconds = None, 0.0
     counted = {"prompt": 0, "generated": 0}
-    from explorer.evaluation import evaluate as module
+    from explorer.evaluation import generation as module
 
     original = module._generate_batch
 

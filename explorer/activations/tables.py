@@ -24,7 +24,7 @@ from explorer.checkpoints.family import Family
 from explorer.checkpoints.models import load_model, load_tokenizer
 from explorer.core.cache import cache_key, cached_frame
 from explorer.core.progress import Callback, track
-from explorer.evaluation.evaluate import generate
+from explorer.evaluation.generation import generate
 from explorer.evaluation.prompts import is_refusal
 
 SET_PAIRS = (("useful", "harmful"), ("useful", "benign"), ("harmful", "benign"))

@@ -36,7 +36,7 @@ from explorer.demo.recipes import (
 )
 from explorer.demo.references import build_references
 from explorer.demo.training import finetune
-from explorer.evaluation.evaluate import generate
+from explorer.evaluation.generation import generate
 from explorer.evaluation.prompts import benign_split
 
 # Alignment recipe -> the family it builds; both share the narrow demo's base model and base answers.

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from explorer.checkpoints.models import chat_text
 from explorer.core.errors import ParameterError
-from explorer.evaluation.evaluate import generate
+from explorer.evaluation.generation import generate
 from explorer.evaluation.prompts import (
     REFUSALS,
     advbench_split,

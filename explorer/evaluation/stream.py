@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # Prompts of each kind per round: one of each first, so that all four scores have an estimate within seconds,
 # then larger rounds, which batch better (a decoding step costs about the same for one row as for many). The
-# kinds of a round share their batches (evaluate.answer), so a round costs one generation of the longest budget.
+# kinds of a round share their batches (generation.answer), so a round costs one generation of the longest budget.
 ROUND_SIZES = (1, 7)
 SAMPLES = 3  # responses kept per kind, as evaluate() keeps them
 SAMPLE_KIND = {"harmful": "harmful", "refusal_only": "harmful", "utility": "utility", "benign": "benign"}

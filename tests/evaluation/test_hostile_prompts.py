@@ -12,7 +12,8 @@ import pytest
 from explorer.checkpoints.models import chat_text
 from explorer.core.errors import AccessError, ParameterError, PromptSetError
 from explorer.evaluation.context import Context, check_fit, context_of
-from explorer.evaluation.evaluate import SMOKE, evaluate, generate, generate_with_target_logprob, target_logprob
+from explorer.evaluation.evaluate import SMOKE, evaluate
+from explorer.evaluation.generation import generate, generate_with_target_logprob, target_logprob
 from explorer.evaluation.prompts import MAX_PROMPT_FILE_BYTES, read_prompt_file
 from explorer.evaluation.stream import evaluate_stream
 

@@ -6,17 +6,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from explorer.evaluation.evaluate import (
-    SMOKE,
-    Ask,
-    answer,
-    answer_decided,
-    answer_of,
-    evaluate,
-    generate,
-    generate_with_target_logprob,
-    target_logprob,
-)
+from explorer.evaluation.evaluate import SMOKE, answer_decided, answer_of, evaluate
+from explorer.evaluation.generation import Ask, answer, generate, generate_with_target_logprob, target_logprob
 from explorer.evaluation.prefix import common_prefix
 from explorer.evaluation.prompts import advbench_split, word_problems
 
