@@ -227,7 +227,7 @@ def answer(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, asks: lis
                           None)
     groups: dict[tuple[bool, bool], list[int]] = {}
     for r, a in enumerate(asks):
-        if r not in tight:
+        if r not in tight and (a.new_tokens or targets[r]):
             groups.setdefault((a.new_tokens > 0, bool(targets[r])), []).append(r)
     work = []
     for rows in groups.values():
