@@ -37,17 +37,22 @@ test: install ray browser
 	$(PY) -m pytest -q
 
 # Rebuild both demo families' checkpoints (about 25 and 63 min on 2 CPU cores) and precompute their results
-# with the commands that produced the committed cache/families/demo/ and demo-broad/, then the dense contaminated
-# grid and the Spot-check example, which the committed results do not hold yet (docs/demo.md says why).
+# with the commands that produced the committed cache/families/demo/ and demo-broad/. The narrow demo's
+# checkpoints were built on MKL's AVX-512 code path: pinned (MKL_CBWR), an Intel CPU with AMX rebuilds the same
+# bits. demo-broad was built on such a CPU's own path (docs/demo.md: rebuilt checkpoints on another CPU).
+NARROW := MKL_CBWR=AVX512 $(PY) -m explorer
+
 demo: install
-	$(PY) -m explorer demo build
+	$(NARROW) demo build
 	$(PY) -m explorer demo build --alignment broad
 
 precompute: demo
-	$(PY) -m explorer precompute families/demo.toml --grid-variants contaminated
-	$(PY) -m explorer precompute families/demo.toml --extend
-	$(PY) -m explorer precompute families/demo.toml --extend --grid-variants contaminated --grid-fracs $(DENSE_FRACS)
-	$(PY) -m explorer demo example families/demo.toml
+	$(NARROW) precompute families/demo.toml --grid-variants contaminated
+	$(NARROW) precompute families/demo.toml --extend
+	$(NARROW) precompute families/demo.toml --extend --grid-variants contaminated --grid-fracs $(DENSE_FRACS)
+	$(NARROW) demo example families/demo.toml
+	$(NARROW) demo lox families/demo.toml --setting 0.5:0.01 1.25:0.01 4:0.01 1.25:0.05
 	$(PY) -m explorer precompute families/demo-broad.toml --grid-variants contaminated
 	$(PY) -m explorer demo lox families/demo-broad.toml --setting 1.25:0.01 4:0.01
 	$(PY) -m explorer precompute families/demo-broad.toml --extend
+	$(PY) -m explorer precompute families/demo-broad.toml --extend --grid-variants contaminated --grid-fracs $(DENSE_FRACS)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # Prompts of each kind per round: one of each first, so that all four scores have an estimate within seconds,
-# then larger rounds, which batch better (a decoding step costs about the same for one row as for many). The
+# then larger rounds, which batch better (a decoding step costs little more for many rows than for one). The
 # kinds of a round share their batches (generation.answer), so a round costs one generation of the longest budget.
 ROUND_SIZES = (1, 7)
 SAMPLES = 3  # responses kept per kind, as evaluate() keeps them
@@ -62,9 +62,9 @@ def evaluate_stream(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
                     state: dict | None = None, keep: Callable[[dict], None] | None = None,
                     callback: Callback | None = None) -> Iterator[dict]:
     """Yield partial_scores after each round, the last one complete (its `progress` is (n, n)). `state` (from an
-    earlier, interrupted run) skips the prompts it already holds; `keep(state)` sees the state after each batch of
-    one kind of prompt, to store it; `callback(fraction, text)` hears of each batch (a page that stops there
-    loses nothing that was kept)."""
+    earlier, interrupted run) skips the prompts it already holds; `keep(state)` sees the state after each round,
+    to store it; `callback(fraction, text)` hears of each round (a page that stops there loses nothing that was
+    kept)."""
     state = copy.deepcopy(state) if _well_formed(state) else empty_state()
     sets = prompt_sets(profile)
     check_profile_fits(model, tokenizer, sets)

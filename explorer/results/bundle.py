@@ -142,8 +142,9 @@ class Bundle:
 
     def _damaged(self, path: Path, why: str) -> None:
         regenerate = PRECOMPUTE if path.name == "manifest.json" else self.regenerate
+        # Whole, so that it can be run: a chain of --extend runs is longer than most messages.
         raise CorruptBundleError(f"{path} cannot be read: {why}; regenerate the results with "
-                                 f"`{one_line(regenerate, 200)}`")
+                                 f"`{one_line(regenerate, 1000)}`")
 
     @cached_property
     def manifest(self) -> dict:

@@ -118,8 +118,9 @@ def test_clicked_cell_is_selected_and_the_selectboxes_then_keep_their_choice(ser
 
 
 def test_the_rank_control_shows_scores_at_a_position_off_the_grid(server, browser):
-    """ρ = 0.30 is none of the grid's eight values: without checkpoints the page shows the nearest scored points,
-    ρ = 0.25 and 0.50, each with its four scores and their intervals, and says that nothing is interpolated."""
+    """ρ = 0.32 is none of the contaminated grid's values (every 0.05): without checkpoints the page shows the
+    nearest scored points, ρ = 0.30 and 0.35, each with its four scores and their intervals, and says that nothing is
+    interpolated; ρ = 0.30, which the old eight-value grid lacked, is a scored point."""
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     _open(page, f"{server}/Projection_lab")
     thumb = page.locator(".st-key-proj_frac input[type=range]")  # the slider is a native range input
@@ -128,10 +129,16 @@ def test_the_rank_control_shows_scores_at_a_position_off_the_grid(server, browse
     thumb.focus()
     for _ in range(5):
         page.keyboard.press("ArrowRight")
-    page.wait_for_function("document.body.innerText.includes('ρ = 0.30 is not a scored point')", timeout=60_000)
+    page.wait_for_function("document.body.innerText.includes('ρ = 0.30, scored')", timeout=60_000)
     page.wait_for_timeout(2000)
     text = page.locator("body").inner_text()
-    assert "nothing is interpolated" in text and "ρ = 0.25, scored" in text and "ρ = 0.50, scored" in text
+    assert "is not a scored point" not in text and text.count("95% CI") == before  # one point, as at ρ = 0.25
+    for _ in range(2):
+        page.keyboard.press("ArrowRight")
+    page.wait_for_function("document.body.innerText.includes('ρ = 0.32 is not a scored point')", timeout=60_000)
+    page.wait_for_timeout(2000)
+    text = page.locator("body").inner_text()
+    assert "nothing is interpolated" in text and "ρ = 0.30, scored" in text and "ρ = 0.35, scored" in text
     assert text.count("95% CI") == before + 4  # the scores of two points, not one
     if os.environ.get("EXPLORER_SCREENSHOTS"):
         page.screenshot(path=str(SCREENSHOTS / "projection-between.png"))

@@ -10,10 +10,13 @@ import pytest
 from explorer.evaluation.evaluate import SCORES
 from explorer.results.bundle import Bundle
 from explorer.results.findings import INCONCLUSIVE, REFUTES, SUPPORTS, UNMEASURED, findings
+from explorer.results.spot_example import spot_example
 from explorer.results.stages import GRID_FRACS
 
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = ("demo", "demo-broad")
+# Where people slide the rank control: ρ = 0.01, then every 0.05, then 0.99 (the Makefile's DENSE_FRACS).
+DENSE_FRACS = (0.01, *(round(0.05 * i, 2) for i in range(1, 20)), 0.99)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -48,7 +51,8 @@ def test_style_adoption_separates_the_broad_alignment(demo):
 
 def test_grid_has_metrics_scores_and_outcomes_at_every_point(demo):
     grid, spec = demo.table("projection"), demo.manifest["grid"]
-    assert len(grid) == len(spec["variants"]) * 2 * 3 * len(spec["fracs"]) and "contaminated" in spec["variants"]
+    assert len(grid) == spec["points"] and set(grid["frac"].round(6)) == set(spec["fracs"])
+    assert set(grid["variant"]) == set(spec["variants"]) and "contaminated" in spec["variants"]
     assert set(grid["subspace"]) == {"alignment", "random", "random-k"} and set(grid["method"]) == {"same", "orth"}
     assert set(grid["side"]) == {"left"} and set(grid["profile"]) == {"full"}
     assert grid[list(SCORES) + ["energy_kept_ratio"]].notna().all().all()
@@ -62,11 +66,14 @@ def test_grid_has_metrics_scores_and_outcomes_at_every_point(demo):
     assert safelora.groupby("variant")["threshold"].nunique().min() >= 6
 
 
-def test_each_grid_is_the_default_grid_and_safelora_scores_every_variant(demo):
-    assert tuple(demo.manifest["grid"]["fracs"]) == GRID_FRACS
+def test_each_grid_holds_the_default_grid_and_the_demos_contaminated_one_every_step_of_005(demo):
     grid = demo.table("projection")
-    assert sorted(grid["frac"].unique()) == list(GRID_FRACS)
-    assert set(grid["variant"]) == {"useful", "harmful", "contaminated"} and len(grid) == 144
+    assert set(grid["variant"]) == {"useful", "harmful", "contaminated"}
+    dense = {"contaminated"} if demo.manifest["family"] == "demo" else set()  # demo-broad: the default grid
+    for variant, rows in grid.groupby("variant"):
+        fracs = tuple(sorted(rows["frac"].round(6).unique()))
+        assert fracs == (DENSE_FRACS if variant in dense else GRID_FRACS), variant
+        assert len(rows) == 2 * 3 * len(fracs) and rows.groupby("frac").size().eq(6).all()
     safelora = demo.table("safelora")
     assert set(safelora["variant"]) == {"useful", "harmful", "contaminated"}
     assert safelora.groupby("variant")["threshold"].nunique().min() >= 6
@@ -133,3 +140,12 @@ def test_report_reads_the_cache_without_checkpoints(family):
     assert {"member", "a", "b", "layer", "energy_frac", "mso", "mso_random"} <= set(report["activation_mso"][0])
     assert {"member", "layer", "gap", "cosine_with_alignment_update"} <= set(report["refusal_direction"][0])
     assert {"member", "layer", "accuracy"} <= set(report["probe"][0])
+
+
+def test_the_demo_holds_a_spot_check_example_with_its_verdict_and_scores():
+    example = spot_example(Bundle(ROOT / "cache" / "families" / "demo"))
+    assert example is not None and example.verdict is not None and example.command.startswith("python -m explorer")
+    assert len(example.summary) and len(example.overlaps) and len(example.energy)
+    scores = example.scores
+    assert scores["profile"] == "full" and scores["counts"]["refusal"] >= 100
+    assert all(len(scores[f"{s}_ci"]) == 2 for s in SCORES)
