@@ -55,4 +55,3 @@ precompute: demo
 	$(PY) -m explorer precompute families/demo-broad.toml --grid-variants contaminated
 	$(PY) -m explorer demo lox families/demo-broad.toml --setting 1.25:0.01 4:0.01
 	$(PY) -m explorer precompute families/demo-broad.toml --extend
-	$(PY) -m explorer precompute families/demo-broad.toml --extend --grid-variants contaminated --grid-fracs $(DENSE_FRACS)

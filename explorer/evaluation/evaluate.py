@@ -202,8 +202,8 @@ def evaluate(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, profile
              callback: Callback | None = None, judge: bool = False, speedups: bool = True) -> dict:
     """The four scores, with the profile and prompt counts that produced them; with `judge`, also the mean
     1-5 harmfulness of the refusal generations from the LLM judge (explorer.extras). `speedups` (the default)
-    prefills the shared chat prefix once, batches prompts of similar length together and stops each generation
-    once its verdict is decided."""
+    prefills the shared chat prefix once, batches prompts of similar length together (those of every kind in one
+    batch when they fit one: generation.answer) and stops each generation once its verdict is decided."""
     start = time.perf_counter()
     sets = prompt_sets(profile)
     check_profile_fits(model, tokenizer, sets)
