@@ -154,8 +154,7 @@ def cmd_lox(args: argparse.Namespace) -> None:
 
 def cmd_sweep(args: argparse.Namespace) -> None:
     from explorer.core.progress import track
-    from explorer.weights.mso import family_pairs
-    from explorer.weights.mso import update_mso
+    from explorer.weights.mso import family_pairs, update_mso
     from explorer.weights.projection import projection_stats
     from explorer.weights.spectra import spectra
 

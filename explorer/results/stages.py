@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import platform
-from importlib import metadata
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from importlib import metadata
 from typing import Callable
 
 import numpy as np
